@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Provision and run a private TimescaleDB (Apache edition) on a loopback port, for tests, the demo and CI.
+#
+# TimescaleDB is not packaged for this host's Debian release, but the next release ships
+# postgresql-17 with postgresql-17-timescaledb.  We debootstrap a minimal root with those two packages
+# once (about 700 MB, cached outside the clone), then run initdb/pg_ctl inside it with chroot as the
+# postgres user.  No bind mounts are made, so the root can be deleted safely with `rm -rf`.
+#
+# Usage: deploy/dev/timescaledb.sh start|stop|status|dsn|destroy
+# Environment:
+#   INGESTOR_TSDB_ROOT   where the root lives   (default /var/cache/ingestor/tsdb-root)
+#   INGESTOR_TSDB_PORT   loopback port           (default 5433)
+#   INGESTOR_TSDB_SUITE  Debian suite to fetch   (default trixie)
+#   INGESTOR_APT_MIRROR  Debian mirror           (default: read from this machine's apt sources)
+set -euo pipefail
+
+ROOT=${INGESTOR_TSDB_ROOT:-/var/cache/ingestor/tsdb-root}
+PORT=${INGESTOR_TSDB_PORT:-5433}
+SUITE=${INGESTOR_TSDB_SUITE:-trixie}
+PGVER=17
+PGBIN=/usr/lib/postgresql/$PGVER/bin
+DATA=/var/lib/ingestor-tsdb/data          # path inside the root
+LOG=/var/lib/ingestor-tsdb/server.log     # path inside the root
+
+log() { printf 'timescaledb.sh: %s\n' "$*" >&2; }
+
+# The Debian mirror this machine already uses: first deb822 "URIs:" or one-line "deb" entry whose
+# path ends in /debian (not -security, not a third-party repository).
+apt_mirror() {
+    if [ -n "${INGESTOR_APT_MIRROR:-}" ]; then echo "$INGESTOR_APT_MIRROR"; return; fi
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        uri=$(grep -hE '^\s*(URIs:|deb\s)' "$f" 2>/dev/null \
+              | sed -E 's/^\s*URIs:\s*//; s/^\s*deb\s+(\[[^]]*\]\s+)?//' \
+              | tr ' ' '\n' | grep -E '^https?://[^ ]*/debian/?$' | head -n1 || true)
+        if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
+    done
+    log "no Debian mirror found in /etc/apt; set INGESTOR_APT_MIRROR"
+    return 1
+}
+
+in_root() { # run a command in the root as the postgres user
+    chroot --userspec=postgres:postgres "$ROOT" env -i HOME=/var/lib/postgresql LANG=C.UTF-8 \
+        PATH="$PGBIN:/usr/bin:/bin" "$@"
+}
+
+provision() {
+    if [ -f "$ROOT/.ingestor-complete" ]; then return; fi
+    if [ "$(id -u)" != 0 ]; then log "provisioning needs root (debootstrap, chroot)"; exit 1; fi
+    if ! command -v debootstrap >/dev/null; then
+        log "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
+    fi
+    local mirror tmp
+    mirror=$(apt_mirror)
+    tmp="$ROOT.partial"
+    # A partial root from an interrupted run: never delete a root with something mounted inside it.
+    if [ -d "$tmp" ]; then
+        if grep -q " $tmp" /proc/mounts; then log "$tmp has mounts inside; refusing to delete it"; exit 1; fi
+        rm -rf "$tmp"
+    fi
+    mkdir -p "$(dirname "$ROOT")"
+    log "bootstrapping $SUITE with postgresql-$PGVER-timescaledb into $ROOT (one time, a few minutes)"
+    debootstrap --variant=minbase --include="postgresql-$PGVER,postgresql-$PGVER-timescaledb" \
+        "$SUITE" "$tmp" "$mirror" >"$(dirname "$ROOT")/debootstrap.log" 2>&1 \
+        || { log "debootstrap failed; see $(dirname "$ROOT")/debootstrap.log"; tail -n 20 "$(dirname "$ROOT")/debootstrap.log" >&2; exit 1; }
+    rm -rf "$ROOT"
+    mv "$tmp" "$ROOT"
+    touch "$ROOT/.ingestor-complete"
+}
+
+init_cluster() {
+    if [ -f "$ROOT$DATA/PG_VERSION" ]; then return; fi
+    mkdir -p "$ROOT$DATA" "$ROOT/var/run/postgresql"
+    chroot "$ROOT" chown -R postgres:postgres /var/lib/ingestor-tsdb /var/run/postgresql
+    chmod 700 "$ROOT$DATA"
+    in_root initdb -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$ROOT$DATA/postgresql.conf" <<CONF
+# ingestor dev/test instance
+listen_addresses = '127.0.0.1'
+port = $PORT
+shared_preload_libraries = 'timescaledb'
+timescaledb.telemetry_level = off
+unix_socket_directories = '/var/run/postgresql'
+max_connections = 200
+shared_buffers = 256MB
+fsync = on
+CONF
+    echo "host all all 127.0.0.1/32 trust" >>"$ROOT$DATA/pg_hba.conf"
+}
+
+running() { in_root pg_ctl -D "$DATA" status >/dev/null 2>&1; }
+
+start() {
+    provision
+    init_cluster
+    if running; then log "already running on 127.0.0.1:$PORT"; return; fi
+    mkdir -p "$ROOT/var/run/postgresql"; chroot "$ROOT" chown postgres:postgres /var/run/postgresql
+    in_root pg_ctl -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null \
+        || { log "server did not start"; tail -n 30 "$ROOT$LOG" >&2; exit 1; }
+    log "running on 127.0.0.1:$PORT ($(in_root psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc "select 'timescaledb ' || extversion from pg_available_extensions e left join pg_extension x using (name) where false union all select 'postgres ' || current_setting('server_version')" 2>/dev/null | tr '\n' ' '))"
+}
+
+stop() {
+    if [ -f "$ROOT$DATA/PG_VERSION" ] && running; then in_root pg_ctl -D "$DATA" -m fast -w stop >/dev/null; fi
+}
+
+case "${1:-start}" in
+    start) start; echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
+    stop) stop ;;
+    status) if [ -f "$ROOT$DATA/PG_VERSION" ] && running; then echo "running on 127.0.0.1:$PORT"; else echo "stopped"; exit 3; fi ;;
+    dsn) echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
+    destroy)
+        stop
+        if grep -q " $ROOT" /proc/mounts; then log "$ROOT has mounts inside; refusing to delete it"; exit 1; fi
+        rm -rf "$ROOT" ;;
+    *) echo "usage: $0 start|stop|status|dsn|destroy" >&2; exit 2 ;;
+esac

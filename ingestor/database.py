@@ -1,0 +1,79 @@
+"""Database connection settings and helpers: the DSN (never printed with its password), connecting, waiting.
+
+The DSN comes from ``database.url`` in the YAML, overridden by the ``INGESTOR_DATABASE_URL`` environment
+variable so that a password need never be written in a tag map.  asyncpg also honours ``PGPASSWORD`` and
+``~/.pgpass``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from pydantic import Field, field_validator
+
+from ingestor.config_types import Duration, StrictModel
+
+DATABASE_URL_ENV = "INGESTOR_DATABASE_URL"
+
+
+def check_url(value: str) -> str:
+    """Accept postgresql:// and postgres:// URLs; anything else is an error with a hint."""
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    return value
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for logs and summaries."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+class ViewRefreshConfig(StrictModel):
+    """How often the daemon refreshes each materialized view; 0 turns a refresh off."""
+
+    view_oee_daily: Duration = Field(default=300.0, ge=0)
+    view_reliability_summary: Duration = Field(default=900.0, ge=0)
+    sensor_5min_avg: Duration = Field(
+        default=60.0, ge=0, description="ignored where sensor_5min_avg is a continuous aggregate")
+
+
+class DatabaseConfig(StrictModel):
+    """``database:`` where readings and facts go."""
+
+    url: str = Field(default="postgresql://postgres@127.0.0.1:5432/ingestor", repr=False)
+    timescaledb: Literal["auto", "require", "off"] = Field(
+        default="auto", description="auto: use TimescaleDB when the server has it; require: refuse to start without")
+    apply_schema: bool = Field(default=True, description="apply the analytics schema at startup")
+    connect_timeout: Duration = Field(default=10.0, gt=0)
+    refresh: ViewRefreshConfig = ViewRefreshConfig()
+
+    _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))
+
+    def effective_url(self, environ: dict[str, str] | None = None) -> str:
+        """``INGESTOR_DATABASE_URL`` when set, else ``url``."""
+        env = os.environ if environ is None else environ
+        return env.get(DATABASE_URL_ENV) or self.url
+
+
+async def connect(url: str, timeout: float = 10.0) -> asyncpg.Connection:
+    """Open one connection; errors name the redacted URL, never the password."""
+    try:
+        return await asyncpg.connect(url, timeout=timeout)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or refused the connection."""
