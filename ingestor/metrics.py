@@ -1,0 +1,45 @@
+"""Prometheus metrics of the daemon, defined once for the process.
+
+Names follow Prometheus conventions (``_total`` for counters, base units).  Labels are low-cardinality:
+connector names and fixed reason strings, never tag or equipment codes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from ingestor import __version__
+
+BUILD = Info("ingestor_build", "Version of the ingestor")
+BUILD.info({"version": __version__})
+
+READINGS_RECEIVED = Counter(
+    "ingestor_readings_received_total", "Readings accepted from a connector into the pipeline", ["connector"])
+QUEUE_FULL_WAITS = Counter(
+    "ingestor_queue_full_waits_total",
+    "Times a connector had to wait because the in-memory queue was full (backpressure)", ["connector"])
+QUEUE_READINGS = Gauge("ingestor_queue_readings", "Readings waiting in the in-memory queue")
+OLDEST_UNWRITTEN_AGE = Gauge(
+    "ingestor_oldest_unwritten_reading_age_seconds", "Age of the oldest reading not yet committed")
+READINGS_WRITTEN = Counter("ingestor_readings_written_total", "Readings committed to fact_sensor_event")
+BATCHES_WRITTEN = Counter("ingestor_batches_written_total", "Batches committed to fact_sensor_event")
+BATCH_SECONDS = Histogram(
+    "ingestor_batch_write_seconds", "Time to COPY and commit one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+COPY_ERRORS = Counter("ingestor_copy_errors_total", "Failed COPY attempts (the batch is retried)", ["kind"])
+READINGS_REJECTED = Counter(
+    "ingestor_readings_rejected_total", "Readings not written because they cannot be stored", ["reason"])
+READINGS_DROPPED = Counter(
+    "ingestor_readings_dropped_total", "Readings accepted but lost, by reason (should stay 0)", ["reason"])
+DATABASE_UP = Gauge("ingestor_database_up", "1 when the writer's database connection works")
+
+CONNECTOR_STATE = Gauge(
+    "ingestor_connector_state", "1 for the connector's current state", ["connector", "state"])
+CONNECTOR_CONNECTS = Counter("ingestor_connector_connects_total", "Successful connects", ["connector"])
+CONNECTOR_FAILURES = Counter(
+    "ingestor_connector_failures_total", "Failed connects and lost links", ["connector"])
+
+VIEW_REFRESH_SECONDS = Histogram(
+    "ingestor_view_refresh_seconds", "Time to refresh a materialized view", ["view"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0))
+VIEW_REFRESH_ERRORS = Counter("ingestor_view_refresh_errors_total", "Failed view refreshes", ["view"])
