@@ -1,0 +1,25 @@
+"""The analytics query patterns of the schema specification, fixed and shipped as SQL files.
+
+Each ``<name>.sql`` takes its reference time as ``$1 timestamptz`` (instead of ``now()``/``CURRENT_DATE``) so
+that a dashboard passes ``now()`` and a test passes a fixed instant; the header comment of each file documents
+its parameters and output.  Use :func:`load` to read one and run it with asyncpg's ``fetch(sql, as_of)``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+
+def names() -> list[str]:
+    """The names of the shipped queries (file names without ``.sql``), sorted."""
+    folder = resources.files(__name__)
+    return sorted(entry.name[:-4] for entry in folder.iterdir() if entry.name.endswith(".sql"))
+
+
+@cache
+def load(name: str) -> str:
+    """The SQL text of query ``name``; a ``KeyError`` names the known queries when there is no such query."""
+    if name not in names():
+        raise KeyError(f"no query named {name!r}; known: {', '.join(names())}")
+    return resources.files(__name__).joinpath(f"{name}.sql").read_text(encoding="utf-8")
