@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ingestor.config_types import Duration, StrictModel
+from ingestor.config_types import ReconnectConfig as ReconnectConfig  # re-exported: part of the contract
+from ingestor.config_types import StrictModel
 from ingestor.readings import Reading
 
 Loc = tuple[str | int, ...]
@@ -76,21 +77,6 @@ class TagConfig(StrictModel):
     equipment: str = Field(min_length=1, description="equipment code from plant.sites[].areas[]…equipment[]")
     parameter: str = Field(min_length=1, max_length=100, description="parameter name stored with each reading")
     unit: str | None = Field(default=None, description="unit code from plant.units (or a built-in unit)")
-
-
-class ReconnectConfig(StrictModel):
-    """Capped exponential backoff with jitter between reconnection attempts."""
-
-    initial: Duration = 1.0
-    max: Duration = 30.0
-    multiplier: float = Field(default=2.0, ge=1.0)
-    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of each delay, randomised")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ReconnectConfig:
-        if self.initial <= 0 or self.max < self.initial:
-            raise ValueError("reconnect needs 0 < initial <= max")
-        return self
 
 
 class ConnectorConfig(StrictModel):

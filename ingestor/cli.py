@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file and summarise it")
     check.add_argument("config", type=Path)
 
+    bench = commands.add_parser("bench", help="measure how fast the database takes readings, and the pipeline")
+    bench.add_argument("--dsn", help=f"server to measure (default: ${DATABASE_URL_ENV}); a scratch database is "
+                                     "created on it and dropped afterwards")
+    bench.add_argument("--rows", type=int, default=1_000_000, help="readings per measurement (default 1,000,000)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     schema = commands.add_parser("schema", help="apply the analytics schema or show its status")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
     for name, text in (("apply", "create or upgrade the schema (idempotent)"),
@@ -40,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "apply":
             action.add_argument("--timescaledb", choices=("auto", "require", "off"), default=None,
                                 help="use TimescaleDB when available (auto), insist on it, or never use it")
+
+    discover = commands.add_parser("discover", help="browse a server and print a tag-map skeleton")
+    protocols = discover.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    from connectors.opcua.discover import add_parser as add_opcua_discover
+
+    add_opcua_discover(protocols)
     return parser
 
 
@@ -56,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_daemon(config)
     if args.command == "schema":
         return _schema(args)
+    if args.command == "bench":
+        import os
+
+        from ingestor.bench import bench
+
+        dsn = args.dsn or os.environ.get(DATABASE_URL_ENV)
+        if not dsn:
+            print(f"ingestor bench: give --dsn or set {DATABASE_URL_ENV}", file=sys.stderr)
+            return EXIT_CONFIG
+        return bench(dsn, args.rows, args.json)
+    if args.command == "discover":
+        return int(args.discover(args))
     return EXIT_CONFIG
 
 
@@ -99,8 +123,8 @@ def summary(config: IngestorConfig, path: Path) -> list[str]:
     ]
     kinds = Counter(c.type for c in config.connectors)
     tags = sum(len(list(c.tag_refs())) for c in config.connectors)
-    lines.append(f"  connectors: {len(config.connectors)}"
-                 + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}), {n(tags, 'tag')}" if kinds else ""))
+    by_type = ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items()))
+    lines.append(f"  connectors: {len(config.connectors)}" + (f" ({by_type}), {n(tags, 'tag')}" if kinds else ""))
     for connector in config.connectors:
         state = "" if connector.enabled else ", disabled"
         lines.append(f"    - {connector.name} ({connector.type}): {n(len(list(connector.tag_refs())), 'tag')}{state}")

@@ -41,7 +41,7 @@ class IngestorConfig(StrictModel):
         description="names this daemon in the database; distinct per daemon sharing one database")
     database: DatabaseConfig = DatabaseConfig()
     plant: PlantConfig
-    connectors: list[AnyConnectorConfig] = Field(default_factory=list)  # type: ignore[valid-type]
+    connectors: list[AnyConnectorConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()

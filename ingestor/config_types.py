@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -55,3 +55,18 @@ Duration = Annotated[float, BeforeValidator(_parse_duration)]
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
 """Bytes; written in YAML as a number or as "64KiB", "512MiB", "2GB"."""
+
+
+class ReconnectConfig(StrictModel):
+    """Capped exponential backoff with jitter between reconnection attempts."""
+
+    initial: Duration = 1.0
+    max: Duration = 30.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of each delay, randomised")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.initial <= 0 or self.max < self.initial:
+            raise ValueError("reconnect needs 0 < initial <= max")
+        return self

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pydantic import Field, field_validator
 
-from ingestor.config_types import Duration, StrictModel
+from ingestor.config_types import Duration, ReconnectConfig, StrictModel
 
 DATABASE_URL_ENV = "INGESTOR_DATABASE_URL"
 
@@ -57,6 +57,8 @@ class DatabaseConfig(StrictModel):
         default="auto", description="auto: use TimescaleDB when the server has it; require: refuse to start without")
     apply_schema: bool = Field(default=True, description="apply the analytics schema at startup")
     connect_timeout: Duration = Field(default=10.0, gt=0)
+    reconnect: ReconnectConfig = Field(
+        default=ReconnectConfig(initial=0.5, max=30.0), description="backoff while the database is unreachable")
     refresh: ViewRefreshConfig = ViewRefreshConfig()
 
     _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))

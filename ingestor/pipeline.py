@@ -1,29 +1,27 @@
-"""The path of a reading after its connector: a bounded in-memory queue, batches by size and age, a writer.
+"""The first stage after a connector: a bounded in-memory queue, and the pipeline's settings.
 
-Connectors ``put`` readings (with an optional ``on_durable`` callback) into :class:`ReadingQueue`.  When the
-queue holds ``queue_size`` readings, ``put`` waits: that is the backpressure a connector feels (MQTT stops
-acknowledging, pollers slow down), and every wait is counted.  :class:`BatchWriter` takes batches of up to
-``batch_rows`` readings, or whatever arrived within ``batch_age`` of the first, and hands them to the sink; a
-batch is retried, in order, until the sink commits it, and only then are its ``on_durable`` callbacks called.
+The path of a reading: connector → :class:`ReadingQueue` (memory, bounded) → spooler (batches by size and
+age, encodes, stores in the durable spool, acknowledges) → writer (COPY into ``fact_sensor_event`` with the
+spool watermark in the same transaction) → database.
 
-The durable local spool (store-and-forward across outages and crashes) slots in between the queue and the
-writer; until it exists, readings wait in memory while the database is down.
+Connectors ``put`` readings (with an optional ``on_durable`` callback) into the queue.  When it holds
+``queue_size`` readings, ``put`` waits: that is the backpressure a connector feels (MQTT stops acknowledging,
+pollers slow down), and every wait is counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal
 
 from pydantic import Field
 
 from ingestor import metrics
-from ingestor.config_types import Duration, StrictModel
+from ingestor.config_types import ByteSize, Duration, StrictModel
 from ingestor.logs import get_logger
 from ingestor.readings import Reading
 
@@ -31,22 +29,25 @@ log = get_logger(__name__)
 
 
 class PipelineConfig(StrictModel):
-    """``pipeline:`` batching, memory bound, spool location."""
+    """``pipeline:`` batching, memory bound, the durable spool."""
 
-    batch_rows: int = Field(default=5000, ge=1, le=1_000_000, description="most readings in one COPY")
+    batch_rows: int = Field(default=5000, ge=1, le=1_000_000, description="most readings in one spool batch")
     batch_age: Duration = Field(default=1.0, gt=0, description="longest a reading waits for its batch to fill")
-    queue_size: int = Field(default=100_000, ge=1, description="most readings held in memory")
-    spool_dir: Path = Field(default=Path("/var/lib/ingestor/spool"), description="local store-and-forward spool")
+    queue_size: int = Field(default=100_000, ge=1, description="most readings held in memory before the spool")
+    spool_dir: Path = Field(default=Path("/var/lib/ingestor/spool"), description="the local store-and-forward spool")
+    spool_max_bytes: ByteSize = Field(default=2 * 2**30, ge=2**20, description="the spool's size limit")
+    spool_full: Literal["backpressure", "drop_oldest", "drop_newest"] = Field(
+        default="backpressure",
+        description="backpressure: stop taking readings (connectors wait, MQTT stops acknowledging); "
+                    "drop_oldest / drop_newest: make room by dropping, counted by reason")
+    durability: Literal["batch", "interval"] = Field(
+        default="batch", description="batch: fsync every batch before acknowledging it; "
+                                     "interval: fsync every fsync_interval and acknowledge after it")
+    fsync_interval: Duration = Field(default=1.0, gt=0)
+    write_rows: int = Field(default=50_000, ge=1, description="most rows per database transaction (catching up)")
     shutdown_timeout: Duration = Field(
-        default=30.0, ge=0, description="how long a shutdown waits for the database to take what is queued")
-
-
-class Sink(Protocol):
-    """Where batches go; the PostgreSQL sink implements this."""
-
-    async def write(self, readings: Sequence[Reading]) -> None:
-        """Commit the readings, or raise (the writer retries the same batch)."""
-        ...
+        default=30.0, ge=0, description="how long a shutdown keeps writing the spool to the database; what is "
+                                        "left stays in the spool for the next start")
 
 
 class _Entry:
@@ -67,6 +68,7 @@ class ReadingQueue:
         self._size = 0
         self._changed = asyncio.Condition()
         self._closed = False
+        self.accepted = 0
 
     def __len__(self) -> int:
         return self._size
@@ -97,6 +99,7 @@ class ReadingQueue:
                     raise RuntimeError("the pipeline is shut down")
             self._entries.append(_Entry(readings, on_durable))
             self._size += len(readings)
+            self.accepted += len(readings)
             metrics.READINGS_RECEIVED.labels(connector).inc(len(readings))
             metrics.QUEUE_READINGS.set(self._size)
             self._changed.notify_all()
@@ -113,10 +116,10 @@ class ReadingQueue:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                size = self._size
+                before = self._size
                 try:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: self._size != size or self._closed),
-                                           remaining)
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._size != before or self._closed), remaining)  # noqa: B023
                 except TimeoutError:
                     break
             batch: list[_Entry] = []
@@ -150,54 +153,3 @@ class ConnectorSink:
         await self._queue.put(readings, on_durable, self._connector)
 
 
-class BatchWriter:
-    """Moves batches from the queue to the sink, retrying each until it commits."""
-
-    def __init__(self, queue: ReadingQueue, sink: Sink, config: PipelineConfig,
-                 retry_initial: float = 0.5, retry_max: float = 30.0) -> None:
-        self._queue = queue
-        self._sink = sink
-        self._config = config
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
-        self.pending: list[_Entry] = []
-
-    async def run(self) -> None:
-        """Until the queue is closed and empty."""
-        while True:
-            self.pending = await self._queue.take(self._config.batch_rows, self._config.batch_age)
-            if not self.pending:
-                return
-            readings = [r for entry in self.pending for r in entry.readings]
-            await self._write(readings)
-            for entry in self.pending:
-                if entry.on_durable is not None:
-                    entry.on_durable()
-            self.pending = []
-            metrics.OLDEST_UNWRITTEN_AGE.set(self._queue.oldest_age)
-
-    def unwritten(self) -> int:
-        """Readings in memory that are not committed (lost if the process stops now)."""
-        return len(self._queue) + sum(len(entry.readings) for entry in self.pending)
-
-    async def _write(self, readings: list[Reading]) -> None:
-        delay = self._retry_initial
-        failures = 0
-        while True:
-            started = time.monotonic()
-            try:
-                await self._sink.write(readings)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                metrics.COPY_ERRORS.labels(type(exc).__name__).inc()
-                (log.error if failures == 1 else log.debug)(
-                    "batch not written; will retry", rows=len(readings), attempt=failures, error=str(exc))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self._retry_max)
-                continue
-            if failures:
-                log.info("batch written after retries", rows=len(readings), attempts=failures + 1)
-            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-            return

@@ -130,10 +130,10 @@ def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: Document) -> Any:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
+            if not isinstance(key, str | int):
                 raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain value", key_node.start_mark)
-            child = (*path, key)
+                    None, None, "a mapping key must be a name or a number", key_node.start_mark)
+            child: Path_ = (*path, key)
             if key in result:
                 doc.duplicate_keys.append((child, _mark(key_node)))
             doc.key_marks[child] = _mark(key_node)

@@ -6,7 +6,7 @@
 # once (about 700 MB, cached outside the clone), then run initdb/pg_ctl inside it with chroot as the
 # postgres user.  No bind mounts are made, so the root can be deleted safely with `rm -rf`.
 #
-# Usage: deploy/dev/timescaledb.sh start|stop|status|dsn|destroy
+# Usage: deploy/dev/timescaledb.sh start|stop|status|dsn [NAME]|createdb NAME|psql NAME [ARGS]|destroy
 # Environment:
 #   INGESTOR_TSDB_ROOT   where the root lives   (default /var/cache/ingestor/tsdb-root)
 #   INGESTOR_TSDB_PORT   loopback port           (default 5433)
@@ -100,7 +100,9 @@ start() {
     mkdir -p "$ROOT/var/run/postgresql"; chroot "$ROOT" chown postgres:postgres /var/run/postgresql
     in_root pg_ctl -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null \
         || { log "server did not start"; tail -n 30 "$ROOT$LOG" >&2; exit 1; }
-    log "running on 127.0.0.1:$PORT ($(in_root psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc "select 'timescaledb ' || extversion from pg_available_extensions e left join pg_extension x using (name) where false union all select 'postgres ' || current_setting('server_version')" 2>/dev/null | tr '\n' ' '))"
+    log "running on 127.0.0.1:$PORT ($(in_root psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc \
+        "select 'PostgreSQL ' || current_setting('server_version') || ', TimescaleDB ' || default_version
+         from pg_available_extensions where name = 'timescaledb'" 2>/dev/null))"
 }
 
 stop() {
@@ -111,10 +113,21 @@ case "${1:-start}" in
     start) start; echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
     stop) stop ;;
     status) if [ -f "$ROOT$DATA/PG_VERSION" ] && running; then echo "running on 127.0.0.1:$PORT"; else echo "stopped"; exit 3; fi ;;
-    dsn) echo "postgresql://postgres@127.0.0.1:$PORT/postgres" ;;
+    dsn) echo "postgresql://postgres@127.0.0.1:$PORT/${2:-postgres}" ;;
+    createdb)
+        [ -n "${2:-}" ] || { echo "usage: $0 createdb NAME" >&2; exit 2; }
+        start >/dev/null
+        if [ -z "$(in_root psql -h 127.0.0.1 -p "$PORT" -U postgres -Atc "select 1 from pg_database where datname = '$2'")" ]; then
+            in_root createdb -h 127.0.0.1 -p "$PORT" -U postgres "$2"
+        fi
+        echo "postgresql://postgres@127.0.0.1:$PORT/$2" ;;
+    psql) # psql inside the root: deploy/dev/timescaledb.sh psql DBNAME [psql arguments]
+        shift; db=${1:-postgres}; shift || true
+        chroot --userspec=postgres:postgres "$ROOT" env -i HOME=/var/lib/postgresql LANG=C.UTF-8 \
+            PATH="$PGBIN:/usr/bin:/bin" TERM="${TERM:-dumb}" psql -h 127.0.0.1 -p "$PORT" -U postgres "$db" "$@" ;;
     destroy)
         stop
         if grep -q " $ROOT" /proc/mounts; then log "$ROOT has mounts inside; refusing to delete it"; exit 1; fi
         rm -rf "$ROOT" ;;
-    *) echo "usage: $0 start|stop|status|dsn|destroy" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|dsn [NAME]|createdb NAME|psql NAME [ARGS]|destroy" >&2; exit 2 ;;
 esac

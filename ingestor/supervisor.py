@@ -1,0 +1,106 @@
+"""One supervisor per connector: connect → run → on error close → back off → retry.
+
+The runtime, not the connector, owns reconnection (as Benthos does).  The supervisor tracks the connector's
+state for metrics and ``/readyz``, logs the first failure as an error and repeats at debug level, and logs
+"recovered" when a connection succeeds after failures (as Home Assistant's update coordinator does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from enum import StrEnum
+from typing import Any
+
+from connectors.base import ConnectionLost, Connector, ReadingSink, ReconnectConfig
+from ingestor import metrics
+from ingestor.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class ConnectorState(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+def backoff_delays(config: ReconnectConfig, rng: random.Random | None = None) -> Any:
+    """Capped exponential delays with ± jitter: initial, initial·m, initial·m², … up to max."""
+    rng = rng or random.Random()
+    delay = config.initial
+    while True:
+        yield delay * rng.uniform(1 - config.jitter, 1 + config.jitter)
+        delay = min(delay * config.multiplier, config.max)
+
+
+class ConnectorSupervisor:
+    """Keeps one connector running until cancelled."""
+
+    def __init__(self, connector: Connector, sink: ReadingSink, reconnect: ReconnectConfig,
+                 close_timeout: float = 5.0) -> None:
+        self.connector = connector
+        self.name = connector.name
+        self._sink = sink
+        self._reconnect = reconnect
+        self._close_timeout = close_timeout
+        self.state = ConnectorState.DISCONNECTED
+        self.since = time.time()
+        self.last_error: str | None = None
+        self.failures = 0
+        self._set(ConnectorState.DISCONNECTED)
+
+    def status(self) -> dict[str, Any]:
+        return {"state": str(self.state), "since": self.since, "consecutive_failures": self.failures,
+                "last_error": self.last_error}
+
+    def _set(self, state: ConnectorState) -> None:
+        if state != self.state:
+            self.since = time.time()
+        self.state = state
+        for each in ConnectorState:
+            metrics.CONNECTOR_STATE.labels(self.name, str(each)).set(1 if each == state else 0)
+
+    async def run(self) -> None:
+        delays = backoff_delays(self._reconnect)
+        try:
+            while True:
+                self._set(ConnectorState.CONNECTING)
+                try:
+                    await self.connector.connect()
+                    self._set(ConnectorState.CONNECTED)
+                    metrics.CONNECTOR_CONNECTS.labels(self.name).inc()
+                    if self.failures:
+                        log.info("connector recovered", connector=self.name, after_failures=self.failures)
+                    else:
+                        log.info("connector connected", connector=self.name)
+                    self.failures = 0
+                    delays = backoff_delays(self._reconnect)
+                    await self.connector.run(self._sink)
+                    raise ConnectionLost("the connector stopped reading")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    metrics.CONNECTOR_FAILURES.labels(self.name).inc()
+                    delay = next(delays)
+                    (log.error if self.failures == 1 else log.debug)(
+                        "connector failed; reconnecting", connector=self.name, error=self.last_error,
+                        attempt=self.failures, retry_in_s=round(delay, 2),
+                        exc_info=not isinstance(exc, ConnectionLost | OSError | TimeoutError))
+                await self._close()
+                self._set(ConnectorState.DISCONNECTED)
+                await asyncio.sleep(delay)
+        finally:
+            await self._close()
+            self._set(ConnectorState.DISCONNECTED)
+
+    async def _close(self) -> None:
+        try:
+            await asyncio.wait_for(self.connector.close(), self._close_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("connector close failed", connector=self.name, error=str(exc))

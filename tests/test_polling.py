@@ -1,0 +1,69 @@
+"""The shared poller's timing: fixed schedules, skipped ticks on overrun, errors isolated per group."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from connectors.base import ConnectionLost
+from connectors.polling import PollSchedule, Poller
+from ingestor.readings import Reading, now_us
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    async def put(self, readings: Sequence[Reading], on_durable: object = None) -> None:
+        self.readings.extend(readings)
+
+
+async def test_groups_poll_on_their_own_intervals_and_a_failing_group_does_not_stop_the_others() -> None:
+    calls: dict[str, int] = {"fast": 0, "slow": 0, "broken": 0}
+    errors: list[str] = []
+
+    async def poll(group: str) -> list[Reading]:
+        calls[group] += 1
+        if group == "broken":
+            raise ValueError("illegal data address")
+        return [Reading("M1", group, 1.0, now_us())]
+
+    sink = Sink()
+    poller = Poller("dev", [PollSchedule("fast", 0.02), PollSchedule("slow", 0.1), PollSchedule("broken", 0.02)],
+                    poll, sink, on_error=lambda group, exc: errors.append(group), rng=random.Random(1))
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 15 <= calls["fast"] <= 26
+    assert 3 <= calls["slow"] <= 6
+    assert calls["broken"] >= 15 and len(errors) == calls["broken"]
+    assert len(sink.readings) == calls["fast"] + calls["slow"]
+
+
+async def test_an_overrunning_poll_skips_ticks_instead_of_bursting() -> None:
+    starts: list[float] = []
+
+    async def slow_poll(group: str) -> list[Reading]:
+        starts.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)
+        return []
+
+    poller = Poller("dev", [PollSchedule("g", 0.02, timeout=1.0)], slow_poll, Sink(), rng=random.Random(1))
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.4)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.05  # never two polls back to back to catch up
+
+
+async def test_connection_lost_ends_the_run_for_the_supervisor() -> None:
+    async def poll(group: str) -> list[Reading]:
+        raise ConnectionLost("device closed the connection")
+
+    with pytest.raises(ConnectionLost, match="device closed"):
+        await asyncio.wait_for(Poller("dev", [PollSchedule("g", 0.01)], poll, Sink()).run(), 2)

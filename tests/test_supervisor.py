@@ -1,0 +1,75 @@
+"""The connector supervisor: reconnect with capped, jittered backoff; state tracking; log discipline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import structlog
+from structlog.testing import capture_logs
+
+from connectors.base import ConnectionLost, ReadingSink, ReconnectConfig
+from ingestor.readings import Reading, now_us
+from ingestor.supervisor import ConnectorState, ConnectorSupervisor, backoff_delays
+
+
+class FlakyConnector:
+    """Refuses the first connects, then streams a reading and loses its link, forever."""
+
+    def __init__(self, refuse: int) -> None:
+        self.name = "flaky"
+        self.refuse = refuse
+        self.connects = 0
+        self.closes = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+        if self.connects <= self.refuse:
+            raise ConnectionRefusedError("connection refused")
+
+    async def run(self, sink: ReadingSink) -> None:
+        await sink.put([Reading("M1", "p", 1.0, now_us())])
+        await asyncio.sleep(0.05)
+        raise ConnectionLost("peer closed the connection")
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+class CollectingSink:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    async def put(self, readings: Sequence[Reading], on_durable: object = None) -> None:
+        self.readings.extend(readings)
+
+
+def test_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
+    config = ReconnectConfig(initial=1.0, max=8.0, multiplier=2.0, jitter=0.25)
+    delays = backoff_delays(config, random.Random(7))
+    values = [next(delays) for _ in range(8)]
+    for value, nominal in zip(values, [1, 2, 4, 8, 8, 8, 8, 8], strict=True):
+        assert nominal * 0.75 <= value <= nominal * 1.25
+
+
+async def test_supervisor_reconnects_tracks_state_and_logs_first_failure_as_error_then_recovered() -> None:
+    structlog.reset_defaults()
+    connector = FlakyConnector(refuse=3)
+    sink = CollectingSink()
+    supervisor = ConnectorSupervisor(connector, sink, ReconnectConfig(initial=0.01, max=0.02, jitter=0.0))
+    with capture_logs() as logs:
+        task = asyncio.create_task(supervisor.run())
+        while len(sink.readings) < 2:
+            await asyncio.sleep(0.01)
+        assert supervisor.state in (ConnectorState.CONNECTED, ConnectorState.CONNECTING,
+                                    ConnectorState.DISCONNECTED)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert supervisor.state == ConnectorState.DISCONNECTED
+    assert connector.connects >= 5
+    assert connector.closes >= connector.connects  # closed after every failure and at the end
+    failures = [e for e in logs if e["event"] == "connector failed; reconnecting"]
+    assert [e["log_level"] for e in failures[:3]] == ["error", "debug", "debug"]
+    recovered = [e for e in logs if e["event"] == "connector recovered"]
+    assert recovered and recovered[0]["after_failures"] == 3
