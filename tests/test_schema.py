@@ -203,7 +203,8 @@ def test_applying_again_changes_nothing(applied: Applied) -> None:
 async def test_concurrent_apply_from_two_connections_records_one_set_of_rows(database: Database) -> None:
     async with scratch_database(database) as dsn, connection(dsn) as one, connection(dsn) as two:
         reports = await asyncio.gather(apply_schema(one), apply_schema(two))
-        assert sorted(r.applied for r in reports) == [[], VERSIONS]
+        # the two may take turns migration by migration; together they apply each version exactly once
+        assert sorted(v for r in reports for v in r.applied) == VERSIONS
         rows = await one.fetch("SELECT version_number FROM schema_version ORDER BY version_number")
         assert [r["version_number"] for r in rows] == VERSIONS
 
