@@ -101,7 +101,6 @@ class ReadingQueue:
             self._size += len(readings)
             self.accepted += len(readings)
             metrics.READINGS_RECEIVED.labels(connector).inc(len(readings))
-            metrics.QUEUE_READINGS.set(self._size)
             self._changed.notify_all()
 
     async def take(self, max_rows: int, max_age: float) -> list[_Entry]:
@@ -129,7 +128,6 @@ class ReadingQueue:
                 batch.append(entry)
                 rows += len(entry.readings)
             self._size -= rows
-            metrics.QUEUE_READINGS.set(self._size)
             self._changed.notify_all()
             return batch
 

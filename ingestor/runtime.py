@@ -23,6 +23,7 @@ from ingestor.config import IngestorConfig
 from ingestor.health import HealthServer
 from ingestor.logs import configure_logging, get_logger
 from ingestor.pipeline import ReadingQueue
+from ingestor.readings import now_us
 from ingestor.refresh import ViewRefresher
 from ingestor.sink import DatabaseSink
 from ingestor.spool import AsyncSpool, Spool, SpoolError
@@ -53,10 +54,18 @@ class Daemon:
             ConnectorSupervisor(c.create(**connector_factories), self.queue.sink_for(c.name), c.reconnect)
             for c in config.enabled_connectors()
         ]
+        metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
+        metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
         self.health: HealthServer | None = None
         self._stop = asyncio.Event()
         self._finishing = asyncio.Event()
         self._signals = 0
+
+    def oldest_unwritten_age(self) -> float:
+        """Seconds since the oldest reading not yet committed was accepted (0 when everything is written)."""
+        oldest = self.spool.spool.oldest_created_us
+        spooled = (now_us() - oldest) / 1e6 if oldest is not None else 0.0
+        return max(spooled, self.queue.oldest_age)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what the first SIGTERM does)."""
@@ -103,6 +112,7 @@ class Daemon:
                     log.error("cannot start", error=str(exc))
                     return 1
                 stack.push_async_callback(self.spool.close)
+                self.sink.spool_id = self.spool.spool.spool_id
                 if self.spool.spool.readings:
                     log.info("spool holds readings from before; writing them first",
                              readings=self.spool.spool.readings, batches=self.spool.spool.segments)

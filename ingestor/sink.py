@@ -1,8 +1,8 @@
 """The database side of the writer: one connection that prepares the database and commits spool segments.
 
-``prepare`` connects, applies the schema (when configured), syncs the plant's dimensions, takes this
-instance's advisory lock (two daemons with the same ``instance_id`` would corrupt each other's watermark) and
-reads the instance's watermark: the sequence number of the last spool segment committed.
+``prepare`` connects, applies the schema (when configured), syncs the plant's dimensions, takes the advisory
+lock of this daemon's spool (a copied spool directory must not be written twice) and reads the spool's
+watermark: the sequence number of the last spool segment committed.
 
 ``commit`` writes rows already in binary COPY format with ``COPY … FROM STDIN (FORMAT binary)``, records any
 dead letters, and advances the watermark, all in one transaction: after a crash at any instant, either the
@@ -57,11 +57,11 @@ class DeadLetter:
 
 
 class InstanceBusy(Exception):
-    """Another daemon with the same instance_id holds this database's lock for it."""
+    """Another daemon holds this spool's lock in the database (a copy of the same spool is running)."""
 
 
 class WatermarkMoved(Exception):
-    """The watermark is not where this writer left it: someone else wrote as this instance."""
+    """The watermark is not where this writer left it: someone else wrote from this spool."""
 
 
 class DatabaseSink:
@@ -71,6 +71,7 @@ class DatabaseSink:
         self._config = config
         self._plant = plant
         self.instance_id = instance_id
+        self.spool_id = ""  # set by the daemon once the spool is open
         self.url = url or config.effective_url()
         self._conn: asyncpg.Connection | None = None
         self.keys: DimensionKeys | None = None
@@ -93,16 +94,20 @@ class DatabaseSink:
             keys = await sync_dimensions(conn, self._plant)
             changed = {table: n for table, n in keys.changed.items() if n}
             log.info("dimensions synced", equipment=len(keys.equipment), changed=changed or "nothing")
+            if not self.spool_id:
+                raise RuntimeError("the spool must be open before the database is prepared")
             if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                                       f"ingestor.instance:{self.instance_id}"):
+                                       f"ingestor.spool:{self.spool_id}"):
                 raise InstanceBusy(
-                    f"another daemon with instance_id {self.instance_id!r} is writing to this database; "
-                    "every daemon sharing a database needs its own instance_id")
+                    f"another daemon is writing from a spool with the same id ({self.spool_id}) to this database: "
+                    "was a spool directory copied? every daemon needs a spool of its own")
             self.database_id = str(await conn.fetchval("SELECT database_id FROM ingest_database"))
-            await conn.execute("INSERT INTO ingest_watermark (instance_id, last_seq) VALUES ($1, 0) "
-                               "ON CONFLICT (instance_id) DO NOTHING", self.instance_id)
+            await conn.execute("INSERT INTO ingest_watermark (spool_id, instance_id) VALUES ($1, $2) "
+                               "ON CONFLICT (spool_id) DO UPDATE SET instance_id = EXCLUDED.instance_id "
+                               "WHERE ingest_watermark.instance_id <> EXCLUDED.instance_id",
+                               self.spool_id, self.instance_id)
             self.watermark = int(await conn.fetchval(
-                "SELECT last_seq FROM ingest_watermark WHERE instance_id = $1", self.instance_id))
+                "SELECT last_seq FROM ingest_watermark WHERE spool_id = $1", self.spool_id))
         except BaseException:
             conn.terminate()
             raise
@@ -110,7 +115,8 @@ class DatabaseSink:
         self.keys = keys
         self.schema_ready = True
         metrics.DATABASE_UP.set(1)
-        log.info("database connected", url=redact(self.url), instance_id=self.instance_id, watermark=self.watermark)
+        log.info("database connected", url=redact(self.url), instance_id=self.instance_id, spool_id=self.spool_id,
+                 watermark=self.watermark)
 
     async def commit(self, rows: Sequence[bytes], row_count: int, dead: Sequence[DeadLetter], last_seq: int
                      ) -> tuple[int, int]:
@@ -130,10 +136,10 @@ class DatabaseSink:
                     await self._insert_dead_letters(conn, letters)
                 status = await conn.execute(
                     "UPDATE ingest_watermark SET last_seq = $2, rows_written = rows_written + $3, updated_at = now() "
-                    "WHERE instance_id = $1 AND last_seq < $2", self.instance_id, last_seq, written)
+                    "WHERE spool_id = $1 AND last_seq < $2", self.spool_id, last_seq, written)
                 if status != "UPDATE 1":
-                    raise WatermarkMoved(f"the watermark of instance {self.instance_id!r} is already at or past "
-                                         f"{last_seq}; another daemon is writing as this instance")
+                    raise WatermarkMoved(f"the watermark of spool {self.spool_id} is already at or past {last_seq}; "
+                                         "another daemon is writing from a copy of this spool")
         except CONNECTION_ERRORS as exc:
             await self.disconnect()
             raise ConnectionError(f"database connection lost: {exc}") from exc
@@ -200,18 +206,19 @@ class DatabaseSink:
         try:
             async with conn.transaction():
                 await conn.executemany(
-                    "INSERT INTO ingest_dead_letter (instance_id, spool_seq, reason, detail, equipment_code, "
+                    "INSERT INTO ingest_dead_letter (instance_id, spool_id, spool_seq, reason, detail, equipment_code, "
                     "equipment_id, parameter, unit_code, unit_id, quality, timestamp_us, event_ts, value) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    "VALUES ($1, $14, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     [(self.instance_id, d.spool_seq, d.reason[:50], d.detail, _text(d.equipment_code, 100),
                       _int(d.equipment_id, 2**31), _text(d.parameter, 200), _text(d.unit_code, 50),
                       _int(d.unit_id, 2**31), _int(d.quality, 2**15), _int(d.timestamp_us, 2**63),
-                      _stamp(d.timestamp_us), _float(d.value)) for d in letters])
+                      _stamp(d.timestamp_us), _float(d.value), self.spool_id) for d in letters])
         except DATA_ERRORS as exc:
             log.warning("dead letters stored as text", error=str(exc))
             await conn.executemany(
-                "INSERT INTO ingest_dead_letter (instance_id, spool_seq, reason, detail) VALUES ($1, $2, $3, $4)",
-                [(self.instance_id, d.spool_seq, d.reason[:50], repr(d)) for d in letters])
+                "INSERT INTO ingest_dead_letter (instance_id, spool_id, spool_seq, reason, detail) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                [(self.instance_id, self.spool_id, d.spool_seq, d.reason[:50], repr(d)) for d in letters])
 
     async def disconnect(self) -> None:
         metrics.DATABASE_UP.set(0)

@@ -17,14 +17,16 @@ Everything here is synchronous and runs on one dedicated thread (:class:`AsyncSp
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sqlite3
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -73,7 +75,7 @@ class KeyEpoch:
 
 
 class SpoolError(Exception):
-    """The spool cannot be used (wrong owner, unreadable file)."""
+    """The spool cannot be used (locked by another process, unreadable file)."""
 
 
 _TOTALS = ("count(*), coalesce(sum(length(rows) + coalesce(length(pending), 0)), 0), "
@@ -92,14 +94,24 @@ class Spool:
         self.instance_id = instance_id
         self.durability = durability
         self._db: sqlite3.Connection | None = None
+        self._lock: IO[str] | None = None
+        self.spool_id = ""                          # random, made when the spool file is created
         self.bytes_used = 0
         self.segments = 0
         self.readings = 0
+        self.oldest_created_us: int | None = None  # of the oldest unwritten segment, kept current for metrics
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = (self.directory / "spool.lock").open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise SpoolError(f"the spool {self.directory} is in use by another process; every daemon needs a "
+                             "spool_dir of its own") from None
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -109,22 +121,23 @@ class Spool:
         db.execute("PRAGMA wal_autocheckpoint=1000")
         db.executescript(_SCHEMA)
         self._db = db
-        owner = self._meta("instance_id")
         count, size, rows = db.execute(f"SELECT {_TOTALS} FROM segment").fetchone()
-        if owner is not None and owner != self.instance_id and count:
-            db.close()
-            self._db = None
-            raise SpoolError(
-                f"the spool {self.path} holds {count} unwritten batches of instance {owner!r}, but this daemon is "
-                f"{self.instance_id!r}; start it with instance_id {owner!r} until the spool is empty, or move the "
-                "spool away")
+        spool_id = self._meta("spool_id")
+        if spool_id is None:
+            spool_id = str(uuid.uuid4())
+            self._set_meta("spool_id", spool_id)
+        self.spool_id = spool_id
         self._set_meta("instance_id", self.instance_id)
         self.segments, self.bytes_used, self.readings = count, size, rows
+        self._refresh_oldest()
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -146,6 +159,8 @@ class Spool:
         self.segments += 1
         self.bytes_used += len(rows) + (len(pending_text) if pending_text else 0)
         self.readings += row_count + (len(pending) if pending else 0)
+        if self.oldest_created_us is None:
+            self.oldest_created_us = created_us
         return seq
 
     def read(self, after_seq: int, max_rows: int, max_segments: int = 64) -> list[Segment]:
@@ -172,6 +187,7 @@ class Spool:
             self.segments -= count
             self.bytes_used -= size
             self.readings -= rows
+            self._refresh_oldest()
         return int(count)
 
     def drop_oldest(self, above_seq: int) -> tuple[int, int]:
@@ -188,11 +204,12 @@ class Spool:
         self.segments -= 1
         self.bytes_used -= size
         self.readings -= readings
+        self._refresh_oldest()
         return seq, readings
 
-    def oldest_created_us(self) -> int | None:
+    def _refresh_oldest(self) -> None:
         row = self.db.execute("SELECT created_us FROM segment ORDER BY seq LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+        self.oldest_created_us = None if row is None else int(row[0])
 
     def last_seq(self) -> int:
         """The highest sequence number ever handed out (0 for a new spool)."""

@@ -1,7 +1,7 @@
 """The writer: moves spool segments into the database, in order, exactly once.
 
 It owns the database connection (through :class:`~ingestor.sink.DatabaseSink`).  After every (re)connect it
-reads this instance's watermark, deletes the spool segments at or below it (committed before a crash, not yet
+reads this spool's watermark, deletes the spool segments at or below it (committed before a crash, not yet
 deleted), and makes sure the spool will never hand out a sequence number at or below it again.  Then it reads
 the oldest segments, up to ``write_rows`` rows at a time (so a backlog drains in large transactions, much
 faster than real time), commits them with the new watermark in one transaction, and deletes them from the
@@ -132,8 +132,6 @@ class SpoolWriter:
         self.dead_lettered += refused + len(dead)
         await self._spool.call(self._spool.spool.delete_through, last)
         await self._spooler.space_freed()
-        oldest = await self._spool.call(self._spool.spool.oldest_created_us)
-        metrics.OLDEST_UNWRITTEN_AGE.set(0 if oldest is None else (now - oldest) / 1e6)
 
     async def _rows_of(self, segments: list[Segment]) -> tuple[list[bytes], int, list[DeadLetter]]:
         current = self._spooler.epoch

@@ -145,8 +145,7 @@ class Runner:
 
 
 def spool_readings(port: int) -> int:
-    status, body = http_get(f"http://127.0.0.1:{port}/readyz")
-    return int(json.loads(body)["spool"]["readings"])
+    return int(json.loads(http_get(f"http://127.0.0.1:{port}/readyz")[1])["spool"]["readings"])
 
 
 def assert_exactly_once(values: list[int], acked: set[int], emitted: set[int]) -> None:
@@ -371,3 +370,49 @@ async def _spool_near_full(daemon: Daemon) -> bool:
 
 async def _drained(daemon: Daemon) -> bool:
     return daemon.spool.spool.readings == 0 and len(daemon.queue) == 0 and daemon.spooler.finished.is_set() is False
+
+
+async def test_daemons_share_a_database_and_even_a_duplicate_instance_id_loses_nothing(
+        database: Database, tmp_path: Path) -> None:
+    """edge-a and edge-b write at once; a second daemon misconfigured with edge-a's instance_id writes its own
+    spool too (watermarks belong to spools, not to instance names); a copy of a running spool is refused."""
+    daemons: dict[str, Daemon] = {}
+    for name, instance in (("a", "edge-a"), ("b", "edge-b"), ("a2", "edge-a")):
+        directory = tmp_path / name
+        directory.mkdir()
+        path, _ = write_config(directory, database.dsn, instance=instance)
+        daemons[name] = Daemon(load_config(path))
+    served = {name: asyncio.create_task(d.serve()) for name, d in daemons.items()}
+    stamp = now_us()
+    firsts = {"a": 1_000_000, "b": 2_000_000, "a2": 3_000_000}
+    for name, first in firsts.items():
+        sink = daemons[name].queue.sink_for("test")
+        for start in range(first, first + 5000, 500):
+            await sink.put([Reading("M1", "shared", float(i), stamp + i, "pcs") for i in range(start, start + 500)])
+
+    async def shared() -> list[int]:
+        conn = await asyncpg.connect(database.dsn)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('fact_sensor_event') IS NOT NULL"):
+                return []
+            return [int(r[0]) for r in await conn.fetch(
+                "SELECT value FROM fact_sensor_event WHERE parameter = 'shared' ORDER BY value")]
+        finally:
+            await conn.close()
+
+    try:
+        await async_wait_until(lambda: _has(shared, 15_000), 30, "all three daemons to write")
+        # a second daemon on a spool directory that is in use does not start
+        copy_path, _ = write_config(tmp_path / "a", database.dsn, instance="edge-a")
+        assert await Daemon(load_config(copy_path)).serve() == 1
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        results = await asyncio.gather(*served.values(), return_exceptions=True)
+    assert results == [0, 0, 0]
+    expected = sorted(i for first in firsts.values() for i in range(first, first + 5000))
+    assert await shared() == expected
+
+
+async def _has(values: object, count: int) -> bool:
+    return len(await values()) >= count  # type: ignore[operator]
