@@ -53,11 +53,11 @@ logging:
 """
 
 
-def _count(dsn: str) -> int:
+def _count(dsn: str, table: str = "fact_sensor_event") -> int:
     async def count() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM fact_sensor_event"))
+            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
         finally:
             await conn.close()
     try:
@@ -78,6 +78,8 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 20, "/healthz")
         wait_until(lambda: _count(database.dsn) >= 20, 30, "readings in fact_sensor_event")
+        # the daemon refreshes the materialized 5-minute averages on its schedule (1 s here)
+        wait_until(lambda: _count(database.dsn, "sensor_5min_avg") >= 3, 30, "rows in sensor_5min_avg")
         status, body = http_get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200, body
         ready = json.loads(body)
