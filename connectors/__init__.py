@@ -13,9 +13,11 @@ from pydantic import Field
 
 from connectors.base import ConnectorConfig
 from connectors.generate import GenerateConfig
+from connectors.modbus import ModbusConfig
 
 CONNECTOR_CONFIGS: tuple[type[ConnectorConfig], ...] = (
     GenerateConfig,
+    ModbusConfig,
 )
 
 if TYPE_CHECKING:  # for the type checker, any connector's configuration is a ConnectorConfig

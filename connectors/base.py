@@ -61,6 +61,9 @@ class Connector(Protocol):
         """Release the link; safe to call after a failed or partial ``connect``."""
         ...
 
+    # Optional: ``def status(self) -> dict[str, Any]`` adds connector detail (devices, subscriptions) to
+    # /readyz; the supervisor calls it when present.
+
 
 class TagRef(NamedTuple):
     """A tag's reference to the plant model, so the loader can check it before anything connects."""

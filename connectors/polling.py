@@ -67,7 +67,10 @@ class Poller:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                readings = await asyncio.wait_for(self._poll(schedule.group), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
+                # as the poll finishes, and the group would keep polling through a shutdown
+                async with asyncio.timeout(timeout):
+                    readings = await self._poll(schedule.group)
             except (ConnectionLost, asyncio.CancelledError):
                 raise
             except Exception as exc:  # a failed poll of one group never stops the others

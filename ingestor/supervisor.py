@@ -52,8 +52,17 @@ class ConnectorSupervisor:
         self._set(ConnectorState.DISCONNECTED)
 
     def status(self) -> dict[str, Any]:
-        return {"state": str(self.state), "since": self.since, "consecutive_failures": self.failures,
-                "last_error": self.last_error}
+        """For /readyz: the supervisor's view, plus the connector's own detail when it offers a ``status()``
+        (a Modbus link reports each device behind it, for instance)."""
+        state = {"state": str(self.state), "since": self.since, "consecutive_failures": self.failures,
+                 "last_error": self.last_error}
+        detail = getattr(self.connector, "status", None)
+        if callable(detail):
+            try:
+                state.update(detail())
+            except Exception as exc:  # a status report must never break the health endpoint
+                state["status_error"] = repr(exc)
+        return state
 
     def _set(self, state: ConnectorState) -> None:
         if state != self.state:

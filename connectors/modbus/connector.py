@@ -1,0 +1,463 @@
+"""The Modbus TCP connector: polls devices' registers, decodes them into readings, keeps each device's state.
+
+One connector is one link (a TCP connection to a device or to a gateway) and the devices (unit ids) behind it.
+The shared :class:`~connectors.polling.Poller` owns timing: each device's tags are split into poll groups,
+and each (device, group) pair is polled on the group's interval.  This module implements only "poll this group
+once": send the group's planned reads (see :mod:`connectors.modbus.planning`), decode every tag
+(:mod:`connectors.modbus.decoding`), apply scale, offset and report by exception, and return the readings.
+
+Failure is contained at the smallest level it affects:
+
+* a tag whose value cannot be decoded, or whose own read gets a Modbus exception, is counted and logged; the
+  rest of its read and every other read go on;
+* a merged read the device refuses (exception 2 or 3) is split and retried at once, and the split is kept;
+* a device that does not answer (timeout) is counted and marked down; other devices on the link go on;
+* when the link itself is gone (the peer closed it, or pymodbus gave up after 4 unanswered requests in a row)
+  ``run`` raises :class:`~connectors.base.ConnectionLost` and the supervisor reconnects with backoff.
+
+Every problem is logged once when it starts, then at most once a minute while it lasts (with how often it
+happened meanwhile), and once when it ends.  Counters by connector, device and reason are in Prometheus;
+which tag failed is in the logs and in :meth:`ModbusConnector.status`, not in metric labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+from connectors.base import ConnectionLost, ReadingSink
+from connectors.modbus.config import BIT_TABLES, ModbusConfig, ModbusDeviceConfig, ModbusTagConfig
+from connectors.modbus.decoding import (
+    DecodeError,
+    bit_decoder,
+    number_decoder,
+    text_decoder,
+    text_to_number,
+)
+from connectors.modbus.planning import ReadRequest, TagSpan, plan_reads, split
+from connectors.polling import Poller, PollSchedule
+from ingestor.logs import get_logger
+from ingestor.readings import Reading, now_us
+
+log = get_logger(__name__)
+
+REQUESTS = Counter("ingestor_modbus_requests_total", "Modbus read requests sent",
+                   ["connector", "device", "table"])
+ERRORS = Counter("ingestor_modbus_errors_total",
+                 "Failed tag reads by reason (one per tag and poll): timeout, a Modbus exception, a decode error",
+                 ["connector", "device", "reason"])
+SPLITS = Counter("ingestor_modbus_read_splits_total",
+                 "Merged reads a device refused (exception 2 or 3) that were split into smaller reads",
+                 ["connector", "device"])
+SUPPRESSED = Counter("ingestor_modbus_readings_suppressed_total",
+                     "Values not sent because they stayed within their deadband (report by exception)",
+                     ["connector", "device"])
+DEVICE_UP = Gauge("ingestor_modbus_device_up",
+                  "1 while the device answers (data or a Modbus exception), 0 after a timeout or without a link",
+                  ["connector", "device"])
+LAST_SUCCESS = Gauge("ingestor_modbus_device_last_success_timestamp_seconds",
+                     "Unix time of the device's last successful read", ["connector", "device"])
+
+EXCEPTION_REASONS = {1: "illegal_function", 2: "illegal_data_address", 3: "illegal_data_value",
+                     4: "device_failure", 5: "acknowledge", 6: "device_busy", 8: "memory_parity_error",
+                     10: "gateway_path_unavailable", 11: "gateway_no_response"}
+SPLIT_ON = (2, 3)
+"""Exception codes that make a merged read split: illegal data address, illegal data value (too large)."""
+GATEWAY_CODES = (10, 11)
+"""Exceptions a gateway sends for the device behind it: path unavailable, target failed to respond."""
+LOG_REPEAT_INTERVAL = 60.0
+"""While a problem lasts, it is logged again at most this often (seconds), with how often it happened."""
+
+
+class _QuietPymodbus(logging.Filter):
+    """pymodbus logs every unanswered request and failed connect itself; this connector already counts and
+    logs them, once and then rate-limited, so those library lines are dropped (everything else passes)."""
+
+    DUPLICATES = ("No response received after", "Failed to connect", "Not connected, trying to connect",
+                  "Repeating....")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.DUPLICATES)
+
+
+logging.getLogger("pymodbus.logging").addFilter(_QuietPymodbus())
+
+
+class Repeats:
+    """Logs a problem once when it starts, then at most every ``interval`` seconds, and once when it ends."""
+
+    def __init__(self, interval: float = LOG_REPEAT_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._active: dict[tuple[str, ...], list[float]] = {}   # key → [last logged, repeats since]
+
+    def failed(self, key: tuple[str, ...], event: str, **fields: Any) -> None:
+        now = self._clock()
+        state = self._active.get(key)
+        if state is None:
+            self._active[key] = [now, 0]
+            log.warning(event, **fields)
+        elif now - state[0] >= self._interval:
+            log.warning(event + " (still)", repeats=int(state[1]) + 1, over_s=round(now - state[0]), **fields)
+            state[0], state[1] = now, 0
+        else:
+            state[1] += 1
+
+    def recovered(self, key: tuple[str, ...], event: str, **fields: Any) -> None:
+        if self._active.pop(key, None) is not None:
+            log.info(event, **fields)
+
+    def is_active(self, key: tuple[str, ...]) -> bool:
+        return key in self._active
+
+
+class TagReader:
+    """One configured tag, compiled: where it sits, how to decode it, and its report-by-exception state."""
+
+    __slots__ = ("deadband", "decode", "equipment", "error_count", "error_reason", "error_since", "label",
+                 "last_sent", "last_value", "max_age", "parameter", "unit")
+
+    def __init__(self, tag: ModbusTagConfig, device: ModbusDeviceConfig) -> None:
+        self.equipment, self.parameter, self.unit = tag.equipment, tag.parameter, tag.unit
+        self.label = f"{tag.label} ({tag.register} {tag.address})"
+        self.decode = _decoder(tag, device)
+        self.deadband = tag.deadband if tag.deadband is not None else device.deadband
+        self.max_age = tag.max_age if tag.max_age is not None else device.max_age
+        self.last_value: float | None = None
+        self.last_sent = 0.0
+        self.error_reason: str | None = None
+        self.error_count = 0
+        self.error_since: float | None = None
+
+
+def _decoder(tag: ModbusTagConfig, device: ModbusDeviceConfig) -> Callable[[Sequence[Any], int], float]:
+    """``decode(values, offset)`` → the tag's engineering value; values are a read's registers or bits."""
+    if tag.register in BIT_TABLES:
+        def decode_bit_table(bits: Sequence[Any], at: int) -> float:
+            return 1.0 if bits[at] else 0.0
+        return decode_bit_table
+    order = tag.byte_order or device.byte_order
+    scale, offset = tag.scale, tag.offset
+    if tag.data_type == "bit":
+        assert tag.bit is not None
+        return bit_decoder(tag.bit, order)
+    if tag.data_type == "string":
+        assert tag.length is not None
+        text, mapping = text_decoder(tag.length, order), tag.values
+        if mapping is not None:
+            def decode_mapped(registers: Sequence[Any], at: int) -> float:
+                return text_to_number(text(registers, at), mapping)
+            return decode_mapped
+
+        def decode_text_number(registers: Sequence[Any], at: int) -> float:
+            return text_to_number(text(registers, at), None) * scale + offset
+        return decode_text_number
+    assert tag.data_type is not None
+    number = number_decoder(tag.data_type, order)
+    if scale == 1.0 and offset == 0.0:
+        return number
+
+    def decode_scaled(registers: Sequence[Any], at: int) -> float:
+        return number(registers, at) * scale + offset
+    return decode_scaled
+
+
+class Device:
+    """One unit id on the link: its tags, its read plans per poll group, its state and its metrics."""
+
+    def __init__(self, connector: str, config: ModbusDeviceConfig) -> None:
+        self.config = config
+        self.unit_id = config.unit_id
+        self.label = config.label
+        self.tags = [TagReader(tag, config) for tag in config.tags]
+        groups: dict[str, list[TagSpan]] = {}
+        for index, tag in enumerate(config.tags):
+            groups.setdefault(tag.group, []).append(TagSpan(index, tag.register, tag.address, tag.register_count))
+        self.plans: dict[str, list[ReadRequest]] = {
+            group: plan_reads(spans, max_registers=config.max_registers_per_request,
+                              max_bits=config.max_bits_per_request, max_gap=config.max_gap,
+                              max_gap_bits=config.max_gap_bits)
+            for group, spans in groups.items()}
+        self.up = False
+        self.last_success: float | None = None
+        self.requests = 0
+        self.splits = 0
+        self.errors: Tally[str] = Tally()
+        self.m_requests = {table: REQUESTS.labels(connector, self.label, table)
+                           for table in ("holding", "input", "coil", "discrete_input")}
+        self.m_up = DEVICE_UP.labels(connector, self.label)
+        self.m_last_success = LAST_SUCCESS.labels(connector, self.label)
+        self.m_suppressed = SUPPRESSED.labels(connector, self.label)
+        self.m_splits = SPLITS.labels(connector, self.label)
+        self._m_errors: dict[str, Any] = {}
+        self._connector = connector
+        self.m_up.set(0)
+
+    def count_errors(self, reason: str, tags: int) -> None:
+        self.errors[reason] += tags
+        child = self._m_errors.get(reason)
+        if child is None:
+            child = self._m_errors[reason] = ERRORS.labels(self._connector, self.label, reason)
+        child.inc(tags)
+
+    def set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            self.m_up.set(1 if up else 0)
+
+
+class _ReadFailed(Exception):
+    """A read got no data: ``reason`` is the metric label, ``code`` the Modbus exception code if any."""
+
+    def __init__(self, reason: str, detail: str, code: int | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.code = code
+
+
+ClientFactory = Callable[[ModbusConfig, Callable[[bool], None]], Any]
+"""Builds a pymodbus-compatible async client; the callback is called with False when the link drops."""
+
+
+def tcp_client(config: ModbusConfig, on_link: Callable[[bool], None]) -> Any:
+    """pymodbus' asyncio TCP client, with its own reconnection and retries off: the supervisor reconnects
+    and the poller's next tick is the retry."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    return AsyncModbusTcpClient(config.host or "", port=config.port, timeout=config.timeout, retries=0,
+                                reconnect_delay=0, name=config.name, trace_connect=on_link)
+
+
+class ModbusConnector:
+    """Polls every device on one Modbus link."""
+
+    def __init__(self, config: ModbusConfig, client_factory: ClientFactory | None = None) -> None:
+        self.name = config.name
+        self._config = config
+        self._client_factory = client_factory or tcp_client
+        self._client: Any = None
+        self._link_lost = asyncio.Event()
+        self._links = 0
+        self.devices = [Device(config.name, device) for device in config.devices]
+        self._groups: dict[str, tuple[Device, str]] = {
+            f"{device.label}/{group}": (device, group) for device in self.devices for group in device.plans}
+        self._intervals = config.group_intervals()
+        self._repeats = Repeats()
+
+    # --- the connector contract ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.close()
+        self._link_lost.clear()
+        self._links += 1
+        link = self._links
+
+        def on_link(connected: bool) -> None:
+            if not connected and link == self._links:   # a client closed earlier may not end this link
+                self._link_lost.set()
+
+        client = self._client_factory(self._config, on_link)
+        self._client = client
+        if not await client.connect():
+            raise ConnectionLost(f"cannot connect to Modbus device at {self._config.endpoint}")
+        for device in self.devices:  # a reconnected device reports every value afresh
+            for tag in device.tags:
+                tag.last_value = None
+
+    async def run(self, sink: ReadingSink) -> None:
+        total_reads = sum(len(plan) for device in self.devices for plan in device.plans.values())
+        schedules = []
+        for key, (_, group) in self._groups.items():
+            interval = self._intervals[group]
+            # a safety net only: every request already has its own timeout
+            schedules.append(PollSchedule(key, interval, max(interval, self._config.timeout * (total_reads + 1))))
+        poller = asyncio.create_task(Poller(self.name, schedules, self._poll, sink, on_error=self._poll_failed).run(),
+                                     name=f"modbus-{self.name}")
+        lost = asyncio.create_task(self._link_lost.wait())
+        try:
+            await asyncio.wait({poller, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if poller.done():
+                poller.result()  # raises what ended it (ConnectionLost, a bug)
+                raise ConnectionLost("the Modbus poller stopped")
+            raise ConnectionLost(f"the Modbus link to {self._config.endpoint} was closed "
+                                 "(by the device, or after 4 requests in a row went unanswered)")
+        finally:
+            for task in (poller, lost):
+                task.cancel()
+            await self._stop_poller(poller)
+            await asyncio.gather(poller, lost, return_exceptions=True)
+
+    async def _stop_poller(self, poller: asyncio.Task[None]) -> None:
+        """Wait until the poller has stopped.  Python 3.11's asyncio.wait_for (which the poller uses around
+        each poll) swallows a cancellation that lands just as the poll completes; that group's task then
+        polls on, and its task group never finishes.  Such group tasks are cancelled again here."""
+        names = {f"poll-{self.name}-{key}" for key in self._groups}   # as the poller names its tasks
+        while True:
+            await asyncio.wait({poller}, timeout=0.2)
+            if poller.done():
+                return
+            for task in asyncio.all_tasks():
+                if task.get_name() in names and not task.done():
+                    task.cancel()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        for device in self.devices:
+            device.set_up(False)
+
+    # --- polling -------------------------------------------------------------------------------------
+
+    def _poll_failed(self, group: str, exc: Exception) -> None:
+        self._repeats.failed(("poll", group), "modbus poll failed", connector=self.name, group=group,
+                             error=f"{type(exc).__name__}: {exc}")
+
+    async def _poll(self, key: str) -> list[Reading]:
+        device, group = self._groups[key]
+        plan = device.plans[group]
+        readings: list[Reading] = []
+        reads_before = len(plan)
+        refused: list[str] = []
+        index = 0
+        while index < len(plan):
+            request = plan[index]
+            try:
+                values = await self._read(device, request)
+            except _ReadFailed as failure:
+                halves = split(request) if failure.code in SPLIT_ON else None
+                if halves is not None:
+                    plan[index:index + 1] = halves  # remembered: later polls read the halves directly
+                    device.splits += 1
+                    device.m_splits.inc()
+                    refused.append(f"{request} ({failure.reason})")
+                    continue
+                self._read_failed(device, request, failure)
+                index += 1
+                continue
+            self._decode(device, request, values, readings)
+            index += 1
+        if refused:
+            log.info("device refused merged reads; reading in smaller parts from now on", connector=self.name,
+                     device=device.label, group=group, refused=refused[:10], reads_per_poll_before=reads_before,
+                     reads_per_poll_now=len(plan))
+        return readings
+
+    async def _read(self, device: Device, request: ReadRequest) -> Sequence[Any]:
+        client = self._client
+        if client is None or not client.connected:
+            raise ConnectionLost(f"the Modbus link to {self._config.endpoint} is down")
+        table = request.table
+        if table == "holding":
+            call = client.read_holding_registers
+        elif table == "input":
+            call = client.read_input_registers
+        elif table == "coil":
+            call = client.read_coils
+        else:
+            call = client.read_discrete_inputs
+        device.requests += 1
+        device.m_requests[table].inc()
+        try:
+            response = await call(request.address, count=request.count, device_id=device.unit_id)
+        except ConnectionException as exc:
+            raise ConnectionLost(str(exc)) from exc
+        except ModbusIOException as exc:
+            if not client.connected:
+                raise ConnectionLost(f"the Modbus link to {self._config.endpoint} was closed") from exc
+            device.set_up(False)
+            no_answer = "No response" in str(exc)
+            raise _ReadFailed("timeout" if no_answer else "protocol_error",
+                              f"no answer within {self._config.timeout} s" if no_answer else str(exc)) from None
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            reason = EXCEPTION_REASONS.get(code, f"exception_{code}")
+            device.set_up(code not in GATEWAY_CODES)   # a gateway answering for a silent device: still down
+            raise _ReadFailed(reason, f"Modbus exception {code} ({reason})", code)
+        device.set_up(True)
+        device.last_success = time.time()
+        device.m_last_success.set(device.last_success)
+        self._repeats.recovered(("device", device.label), "device answering again", connector=self.name,
+                                device=device.label)
+        values: Sequence[Any] = response.bits if table in BIT_TABLES else response.registers
+        if len(values) < request.count:
+            raise _ReadFailed("protocol_error", f"asked for {request.count} values, got {len(values)}")
+        return values
+
+    def _read_failed(self, device: Device, request: ReadRequest, failure: _ReadFailed) -> None:
+        tags = [device.tags[span.tag] for span in request.tags]
+        device.count_errors(failure.reason, len(tags))
+        for tag in tags:
+            self._tag_failed(tag, failure.reason)
+        if failure.code not in (None, *GATEWAY_CODES) and len(tags) == 1:  # the answer is about this tag
+            self._repeats.failed(("tag", device.label, tags[0].label, failure.reason), "modbus tag read failed",
+                                 connector=self.name, device=device.label, tag=tags[0].label,
+                                 reason=failure.reason, error=str(failure))
+        else:  # the device did not answer, or refused a read that cannot be asked in parts
+            self._repeats.failed(("device", device.label), "modbus device read failed", connector=self.name,
+                                 device=device.label, read=str(request), tags=len(tags), reason=failure.reason,
+                                 error=str(failure))
+
+    def _tag_failed(self, tag: TagReader, reason: str) -> None:
+        if tag.error_reason is None:
+            tag.error_since = time.time()
+        tag.error_reason = reason
+        tag.error_count += 1
+
+    def _decode(self, device: Device, request: ReadRequest, values: Sequence[Any], out: list[Reading]) -> None:
+        stamp = now_us()
+        clock = time.monotonic()
+        start = request.address
+        tags = device.tags
+        suppressed = 0
+        for span in request.tags:
+            tag = tags[span.tag]
+            try:
+                value = tag.decode(values, span.address - start)
+            except DecodeError as exc:
+                device.count_errors(exc.reason, 1)
+                self._tag_failed(tag, exc.reason)
+                self._repeats.failed(("tag", device.label, tag.label, exc.reason), "modbus tag value unusable",
+                                     connector=self.name, device=device.label, tag=tag.label, reason=exc.reason,
+                                     error=str(exc))
+                continue
+            if tag.error_reason is not None:
+                self._repeats.recovered(("tag", device.label, tag.label, tag.error_reason), "modbus tag recovered",
+                                        connector=self.name, device=device.label, tag=tag.label,
+                                        failed_reads=tag.error_count)
+                tag.error_reason, tag.error_since, tag.error_count = None, None, 0
+            deadband = tag.deadband
+            if deadband is not None:
+                last = tag.last_value
+                if last is not None and abs(value - last) <= deadband and clock - tag.last_sent < tag.max_age:
+                    suppressed += 1
+                    continue
+                tag.last_value, tag.last_sent = value, clock
+            out.append(Reading(tag.equipment, tag.parameter, value, stamp, tag.unit))
+        if suppressed:
+            device.m_suppressed.inc(suppressed)
+
+    # --- state for operators -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per device: up, last success, requests, errors by reason, reads per poll, failing tags."""
+        return {"endpoint": self._config.endpoint, "link_up": bool(self._client and self._client.connected),
+                "devices": {device.label: {
+                    "unit_id": device.unit_id,
+                    "up": device.up,
+                    "last_success": device.last_success,
+                    "requests": device.requests,
+                    "errors": dict(device.errors),
+                    "split_reads": device.splits,
+                    "reads_per_poll": {group: len(plan) for group, plan in device.plans.items()},
+                    "failing_tags": {tag.label: {"reason": tag.error_reason, "failed_reads": tag.error_count,
+                                                 "since": tag.error_since}
+                                     for tag in device.tags if tag.error_reason is not None},
+                } for device in self.devices}}
