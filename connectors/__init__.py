@@ -14,8 +14,10 @@ from pydantic import Field
 from connectors.base import ConnectorConfig
 from connectors.generate import GenerateConfig
 from connectors.modbus import ModbusConfig
+from connectors.opcua import OpcUaConfig
 
 CONNECTOR_CONFIGS: tuple[type[ConnectorConfig], ...] = (
+    OpcUaConfig,
     GenerateConfig,
     ModbusConfig,
 )

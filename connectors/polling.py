@@ -51,12 +51,21 @@ class Poller:
         self._rng = rng or random.Random()
 
     async def run(self) -> None:
+        # Plain tasks and asyncio.wait rather than a TaskGroup: on Python 3.11 a TaskGroup whose child raises
+        # (ConnectionLost) just as the group is cancelled can drop the cancellation, and the supervisor would
+        # reconnect instead of stopping.
+        tasks = [asyncio.create_task(self._run_group(schedule), name=f"poll-{self._connector}-{schedule.group}")
+                 for schedule in self._schedules]
         try:
-            async with asyncio.TaskGroup() as group:
-                for schedule in self._schedules:
-                    group.create_task(self._run_group(schedule), name=f"poll-{self._connector}-{schedule.group}")
-        except* ConnectionLost as lost:
-            raise lost.exceptions[0] from None
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                failure = task.exception()
+                if failure is not None:
+                    raise failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_group(self, schedule: PollSchedule) -> None:
         loop = asyncio.get_running_loop()

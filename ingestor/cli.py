@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
             action.add_argument("--timescaledb", choices=("auto", "require", "off"), default=None,
                                 help="use TimescaleDB when available (auto), insist on it, or never use it")
 
+    discover = commands.add_parser("discover", help="browse a server and print a tag-map skeleton")
+    protocols = discover.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    from connectors.opcua.discover import add_parser as add_opcua_discover
+
+    add_opcua_discover(protocols)
     return parser
 
 
@@ -73,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ingestor bench: give --dsn or set {DATABASE_URL_ENV}", file=sys.stderr)
             return EXIT_CONFIG
         return bench(dsn, args.rows, args.json)
+    if args.command == "discover":
+        return int(args.discover(args))
     return EXIT_CONFIG
 
 

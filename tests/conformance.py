@@ -41,6 +41,7 @@ class Harness(Protocol):
 
 
 HARNESSES: list[str] = [
+    "tests.harness_opcua:OpcUaHarness",
     "tests.harness_modbus:ModbusHarness",
 ]
 """Import paths ``module:Class`` of every harness; each connector adds its line."""

@@ -67,3 +67,38 @@ async def test_connection_lost_ends_the_run_for_the_supervisor() -> None:
 
     with pytest.raises(ConnectionLost, match="device closed"):
         await asyncio.wait_for(Poller("dev", [PollSchedule("g", 0.01)], poll, Sink()).run(), 2)
+
+
+async def test_a_cancel_arriving_with_a_lost_link_stops_the_supervisor() -> None:
+    """A shutdown that coincides with a lost link must stop the connector, not make it reconnect."""
+    from ingestor.config_types import ReconnectConfig
+    from ingestor.supervisor import ConnectorSupervisor
+
+    class PolledDevice:
+        name = "dev"
+
+        def __init__(self) -> None:
+            self.lost = asyncio.Event()
+
+        async def connect(self) -> None:
+            return None
+
+        async def run(self, sink: Sink) -> None:
+            await Poller("dev", [PollSchedule("a", 0.001), PollSchedule("b", 0.001)], self.poll, sink,
+                         rng=random.Random(3)).run()
+
+        async def poll(self, group: str) -> list[Reading]:
+            self.lost.set()
+            raise ConnectionLost("gone")
+
+        async def close(self) -> None:
+            return None
+
+    for _ in range(40):
+        device = PolledDevice()
+        supervisor = ConnectorSupervisor(device, Sink(), ReconnectConfig(initial=0.001, max=0.001, jitter=0))
+        task = asyncio.create_task(supervisor.run())
+        await device.lost.wait()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert done, "the supervisor kept running after it was cancelled"
