@@ -14,10 +14,12 @@ from pydantic import Field
 from connectors.base import ConnectorConfig
 from connectors.generate import GenerateConfig
 from connectors.modbus import ModbusConfig
+from connectors.mqtt import MqttConfig
 from connectors.opcua import OpcUaConfig
 
 CONNECTOR_CONFIGS: tuple[type[ConnectorConfig], ...] = (
     OpcUaConfig,
+    MqttConfig,
     GenerateConfig,
     ModbusConfig,
 )

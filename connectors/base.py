@@ -95,5 +95,7 @@ class ConnectorConfig(StrictModel):
         raise NotImplementedError
 
     def create(self, **factories: Any) -> Connector:
-        """Build the connector.  Keyword arguments inject protocol-client factories (tests pass fakes)."""
+        """Build the connector.  Keyword arguments inject protocol-client factories (tests pass fakes); the
+        daemon also passes ``known_equipment`` and ``known_units`` (sets of codes from the plant model) for
+        connectors that learn equipment from the traffic.  Ignore what you do not use."""
         raise NotImplementedError

@@ -50,8 +50,13 @@ class Daemon:
         self.sink = DatabaseSink(config.database, config.plant, config.instance_id, url=self.url)
         self.writer = SpoolWriter(self.spool, self.sink, self.spooler, pipeline, retry=config.database.reconnect,
                                   on_connected=self.schema_ready.set)
+        # What the plant has, for connectors that learn equipment from the traffic (MQTT topic templates): they
+        # can refuse an unknown code at the source, counted, instead of passing it down to be dead-lettered.
+        plant = {"known_equipment": frozenset(e.code for *_, e in config.plant.equipment()),
+                 "known_units": frozenset(u.code for u in config.plant.units)}
         self.supervisors = [
-            ConnectorSupervisor(c.create(**connector_factories), self.queue.sink_for(c.name), c.reconnect)
+            ConnectorSupervisor(c.create(**{**plant, **connector_factories}), self.queue.sink_for(c.name),
+                                c.reconnect)
             for c in config.enabled_connectors()
         ]
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)

@@ -43,6 +43,7 @@ class Harness(Protocol):
 HARNESSES: list[str] = [
     "tests.harness_opcua:OpcUaHarness",
     "tests.harness_modbus:ModbusHarness",
+    "tests.harness_mqtt:MqttHarness",
 ]
 """Import paths ``module:Class`` of every harness; each connector adds its line."""
 

@@ -93,7 +93,7 @@ async def test_acknowledged_only_once_durable_and_unknown_equipment_travels_as_p
 
 
 async def test_interval_durability_acknowledges_after_the_next_fsync(spooled) -> None:  # type: ignore[no-untyped-def]
-    queue, spool, spooler = await spooled(batch_rows=10, batch_age=0.01, durability="interval", fsync_interval=0.3)
+    queue, _, spooler = await spooled(batch_rows=10, batch_age=0.01, durability="interval", fsync_interval=0.3)
     acked = asyncio.Event()
     task = asyncio.create_task(spooler.run())
     started = time.monotonic()
