@@ -146,11 +146,11 @@ class Machine:
             raise KeyError(f"machine has no parameter {parameter!r}")
 
 
-def default_machines(count: int = 3, seed: int = 1) -> list[Machine]:
-    """A small line: ``PRESS-01``, ``PRESS-02``, … with slightly different profiles."""
+def default_machines(count: int = 3, seed: int = 1, first: int = 1) -> list[Machine]:
+    """A small line: ``PRESS-01``, ``PRESS-02``, … (numbered from ``first``) with slightly different profiles."""
     machines = []
     for index in range(count):
         profile = MachineProfile(cycle_time=6.0 + index * 0.5, base_temperature=55.0 + index * 3,
                                  base_current=95.0 - index * 5)
-        machines.append(Machine(f"PRESS-{index + 1:02d}", profile, seed=seed + index))
+        machines.append(Machine(f"PRESS-{first + index:02d}", profile, seed=seed + index))
     return machines

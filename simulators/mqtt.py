@@ -313,6 +313,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--rate", type=float, default=24.0, help="messages per second (0: as fast as possible)")
     parser.add_argument("--machines", type=int, default=3, help="PRESS-01, PRESS-02, …")
+    parser.add_argument("--first-machine", type=int, default=1, metavar="N",
+                        help="number the machines from PRESS-N (several publishers on one broker)")
     parser.add_argument("--format", choices=FORMATS, default="json")
     parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fan_out(args, argv)
     index, _, count = args.shard.partition("/")
     shard, shards = int(index), int(count)
-    machines = default_machines(args.machines, seed=args.seed)[shard::shards]
+    machines = default_machines(args.machines, seed=args.seed, first=args.first_machine)[shard::shards]
     rate = args.rate / shards
     password = os.environ.get(args.password_env) if args.password_env else None
     simulator = MqttSimulator(

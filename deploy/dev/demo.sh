@@ -1,30 +1,53 @@
 #!/usr/bin/env bash
-# The demo, from a clean clone on Debian: install into .venv, provision and start TimescaleDB on
-# 127.0.0.1:5433, create the `ingestor` database, apply the schema, start the protocol simulators that exist,
-# and run the daemon in the foreground.  Ctrl-C stops everything.
+# The demo, from a clean clone on Debian (as root): install into .venv, provision and start TimescaleDB on
+# 127.0.0.1:5433, make sure an MQTT broker listens on 127.0.0.1:1883, create the `ingestor` database, apply
+# the schema, start the OPC UA, Modbus and MQTT simulators, and run the daemon in the foreground.
+# Ctrl-C stops the daemon and the simulators.
 #
-#   deploy/dev/demo.sh                       # the built-in signal generator (config/generate-demo.yaml)
-#   deploy/dev/demo.sh config/other.yaml     # another configuration against the same database
+#   deploy/dev/demo.sh                              # three press lines over OPC UA, Modbus and MQTT (config/demo.yaml)
+#   deploy/dev/demo.sh config/opcua-simulator.yaml  # one of the per-protocol examples instead
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CONFIG=${1:-config/generate-demo.yaml}
+CONFIG=${1:-config/demo.yaml}
+PY=.venv/bin/python
 
 deploy/dev/setup.sh
 export INGESTOR_DATABASE_URL
 INGESTOR_DATABASE_URL=$(deploy/dev/timescaledb.sh createdb ingestor)
-.venv/bin/ingestor check-config "$CONFIG"
-.venv/bin/ingestor schema apply
 
+listening() { "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "$1" 2>/dev/null; }
+
+LOGS=$(mktemp -d /tmp/ingestor-demo.XXXXXX)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-# Simulators join here as their connectors land (OPC UA, Modbus, MQTT).
 
+if ! listening 1883; then
+    if ! command -v mosquitto >/dev/null; then
+        echo "demo.sh: installing mosquitto (the MQTT broker)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null
+    fi
+    printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >"$LOGS/mosquitto.conf"
+    mosquitto -c "$LOGS/mosquitto.conf" >"$LOGS/mosquitto.log" 2>&1 &
+    pids+=($!)
+fi
+
+.venv/bin/ingestor check-config "$CONFIG"
+.venv/bin/ingestor schema apply
+
+# The simulators: three presses each.  With config/demo.yaml the MQTT publisher plays presses 7-9.
+first_mqtt=1
+[ "$CONFIG" = config/demo.yaml ] && first_mqtt=7
+"$PY" -m simulators.opcua >"$LOGS/opcua.log" 2>&1 & pids+=($!)
+"$PY" -m simulators.modbus >"$LOGS/modbus.log" 2>&1 & pids+=($!)
+"$PY" -m simulators.mqtt --first-machine "$first_mqtt" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
+
+port=$(.venv/bin/python -c "import sys; from ingestor.config import load_config; print(load_config(sys.argv[1]).http.port)" "$CONFIG")
 cat <<MSG
 
-  Demo running.  In another terminal:
-    curl -s 127.0.0.1:9108/readyz
-    curl -s 127.0.0.1:9108/metrics | grep ^ingestor_
+  Demo running (simulator logs in $LOGS).  In another terminal:
+    curl -s 127.0.0.1:$port/readyz
+    curl -s 127.0.0.1:$port/metrics | grep ^ingestor_
     deploy/dev/timescaledb.sh psql ingestor -c 'select * from fact_sensor_event order by event_ts desc limit 10'
   Ctrl-C stops the demo (the database keeps its data; deploy/dev/timescaledb.sh stop stops it).
 

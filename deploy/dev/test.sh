@@ -9,7 +9,7 @@ deploy/dev/setup.sh
 deploy/dev/timescaledb.sh start >/dev/null
 .venv/bin/python - <<'PY'
 import socket, sys
-for name, port in (("PostgreSQL", 5432), ("TimescaleDB", 5433)):
+for name, port in (("PostgreSQL", 5432), ("TimescaleDB", 5433), ("Mosquitto", 1883)):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=3).close()
     except OSError as exc:
