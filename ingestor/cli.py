@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     from connectors.opcua.discover import add_parser as add_opcua_discover
 
     add_opcua_discover(protocols)
+    from ingestor.derive.cli import add_parser as add_derive
+
+    add_derive(commands)
     return parser
 
 
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(dsn, args.rows, args.json)
     if args.command == "discover":
         return int(args.discover(args))
+    if args.command == "derive":
+        return int(args.derive(args))
     return EXIT_CONFIG
 
 

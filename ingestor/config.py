@@ -24,6 +24,7 @@ from connectors import AnyConnectorConfig, connector_types
 from connectors.base import ConnectorConfig
 from ingestor.config_types import StrictModel
 from ingestor.database import DATABASE_URL_ENV, DatabaseConfig, check_url
+from ingestor.derive.config import DerivationConfig
 from ingestor.health import HttpConfig
 from ingestor.logs import LoggingConfig
 from ingestor.pipeline import PipelineConfig
@@ -43,6 +44,7 @@ class IngestorConfig(StrictModel):
     plant: PlantConfig
     connectors: list[AnyConnectorConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
+    derivation: DerivationConfig = DerivationConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -96,6 +96,13 @@ class StateRole(StrictModel):
         both = set(self.running) & set(self.planned_stop)
         if both:
             raise ValueError(f"values {sorted(both)} are listed as both running and planned_stop")
+        # every stop needs a reason to become a downtime row, also when the PLC reports none
+        if self.default_unplanned_reason is None:
+            raise ValueError("give default_unplanned_reason: the reason of an unplanned stop the PLC gives no "
+                             "reason code for (e.g. MECH_FAIL, or a reason of your own such as UNKNOWN)")
+        if self.planned_stop and self.default_planned_reason is None:
+            raise ValueError("give default_planned_reason: the reason of a planned stop the PLC gives no reason "
+                             "code for (e.g. SCHED_MAINT)")
         return self
 
 

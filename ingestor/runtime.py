@@ -1,12 +1,14 @@
 """The daemon's life: signals → startup → run → graceful drain → exit.
 
-Startup opens the spool (refusing to start when it belongs to another instance), the HTTP endpoints, the
-spooler (queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant
-dimensions before its first commit, retrying while the database is down), one supervisor per enabled
-connector, and the view refresher.  The first SIGTERM or SIGINT stops the connectors, spools what is queued,
-keeps writing the spool to the database for up to ``pipeline.shutdown_timeout`` (what is left stays in the
-spool for the next start), and exits 0.  A second signal exits at once; the spool is consistent at any
-instant, so even then nothing acknowledged is lost.
+Startup opens the spool (refusing to start when another process uses it), the HTTP endpoints, the spooler
+(queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant dimensions
+before its first commit, retrying while the database is down), one supervisor per enabled connector, the view
+refresher, and the derivation of production and downtime facts (with the data-quality checks).
+
+The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
+database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
+exits 0.  A second signal exits at once; the spool is consistent at any instant, so even then nothing
+acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from ingestor import metrics
 from ingestor.config import IngestorConfig
+from ingestor.derive.task import DerivationTask, stop_task
 from ingestor.health import HealthServer
 from ingestor.logs import configure_logging, get_logger
 from ingestor.pipeline import ReadingQueue
@@ -129,6 +132,9 @@ class Daemon:
                 writer = asyncio.create_task(self.writer.run(self._finishing), name="writer")
                 refresher = asyncio.create_task(
                     ViewRefresher(self.config.database, self.url, self.schema_ready).run(), name="view-refresher")
+                derivation = asyncio.create_task(
+                    DerivationTask(self.config, self.url, self.schema_ready).run(), name="derivation")
+                stack.push_async_callback(stop_task, derivation)
                 connectors = [asyncio.create_task(s.run(), name=f"connector-{s.name}") for s in self.supervisors]
                 stop = asyncio.create_task(self._stop.wait())
                 done, _ = await asyncio.wait({stop, writer, spooler}, return_when=asyncio.FIRST_COMPLETED)

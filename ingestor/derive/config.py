@@ -1,0 +1,44 @@
+"""The ``derivation:`` section of the YAML: how often and how production and downtime facts are derived."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ingestor.config_types import Duration, StrictModel
+
+
+class DerivationConfig(StrictModel):
+    """``derivation:`` settings.  Which tags are counters and states is said per equipment (``roles``)."""
+
+    enabled: bool = Field(default=True, description="derive facts in the daemon (ingestor derive works regardless)")
+    interval: Duration = Field(default=60.0, gt=0, description="how often the daemon derives new facts")
+    settle: Duration = Field(
+        default=60.0, ge=0,
+        description="a segment is derived once it ended this long ago; readings arriving later re-derive it")
+    max_segment: Duration = Field(
+        default=900.0, ge=0,
+        description="longest production record, counted from the shift start (0: cut only at shifts, products "
+                    "and orders); shorter records keep dashboards fresh")
+    reason_window: Duration = Field(
+        default=10.0, ge=0,
+        description="a reason code reported up to this long after a stop began names that stop's reason")
+    micro_stops: Literal["running", "downtime"] = Field(
+        default="running",
+        description="stops shorter than the state role's micro_stop: 'running' counts them as operating time "
+                    "(a performance loss, no downtime row), 'downtime' records them like any other stop")
+    batch: Duration = Field(
+        default=86400.0, ge=3600,
+        description="most time one equipment derives in one transaction; a backlog is derived batch by batch")
+    refresh_oee_after_change: bool = Field(
+        default=True, description="refresh view_oee_daily right after a derivation that changed facts")
+    check_data_quality: Duration = Field(
+        default=300.0, ge=0,
+        description="how often check_data_quality() runs and is exported as metrics (0: never)")
+
+    @model_validator(mode="after")
+    def _segment_length(self) -> DerivationConfig:
+        if 0 < self.max_segment < 60:
+            raise ValueError("max_segment must be 0 (no limit) or at least 1m")
+        return self
