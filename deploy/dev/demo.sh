@@ -35,12 +35,12 @@ fi
 .venv/bin/ingestor check-config "$CONFIG"
 .venv/bin/ingestor schema apply
 
-# The simulators: three presses each.  With config/demo.yaml the MQTT publisher plays presses 7-9.
-first_mqtt=1
-[ "$CONFIG" = config/demo.yaml ] && first_mqtt=7
+# The simulators: three presses each.  With config/demo.yaml the MQTT publisher plays presses 7-9 of line 3.
+mqtt_args=()
+[ "$CONFIG" = config/demo.yaml ] && mqtt_args=(--first-machine 7 --prefix demo/LINE-3)
 "$PY" -m simulators.opcua >"$LOGS/opcua.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.modbus >"$LOGS/modbus.log" 2>&1 & pids+=($!)
-"$PY" -m simulators.mqtt --first-machine "$first_mqtt" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
+"$PY" -m simulators.mqtt "${mqtt_args[@]}" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
 
 port=$(.venv/bin/python -c "import sys; from ingestor.config import load_config; print(load_config(sys.argv[1]).http.port)" "$CONFIG")
 cat <<MSG
@@ -52,4 +52,13 @@ cat <<MSG
   Ctrl-C stops the demo (the database keeps its data; deploy/dev/timescaledb.sh stop stops it).
 
 MSG
-.venv/bin/ingestor run -c "$CONFIG"
+# The daemon runs in a session of its own, and this script passes it exactly one SIGTERM on Ctrl-C or when it
+# is itself told to stop, so the daemon drains gracefully before the simulators are stopped.
+setsid .venv/bin/ingestor run -c "$CONFIG" &
+daemon=$!
+stopping=
+trap '[ -n "$stopping" ] || { stopping=1; kill -TERM "$daemon" 2>/dev/null || true; }' INT TERM
+status=0
+wait "$daemon" || status=$?
+while kill -0 "$daemon" 2>/dev/null; do wait "$daemon" || status=$?; done
+exit "$status"
