@@ -33,57 +33,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 REPO = Path(__file__).resolve().parents[2]
-TICKS = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(REPO))
+from tests.bench.common import admin, cpu_seconds, dsn_for, free_port, scrape  # noqa: E402
+
 BLOCK = 100     # the simulator groups extra tags in objects of 100 (EXTRA-001/tag-000 …)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def dsn_for(server_dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(server_dsn)._replace(path=f"/{database}"))
-
-
-async def admin(server_dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS      # utime, stime
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^(ingestor_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", line)
-        if match:   # summed over labels
-            totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
-    return totals
 
 
 def config_yaml(dsn: str, opcua_port: int, http_port: int, spool: Path, tags: int, groups: int,
