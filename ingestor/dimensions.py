@@ -34,7 +34,8 @@ class DimensionKeys:
 
 
 def _upsert(table: str, key: str, columns: list[str], extra_set: str = "") -> str:
-    """INSERT … ON CONFLICT (key) DO UPDATE only when a column differs; RETURNs the row's xmax = 0 flag."""
+    """INSERT … ON CONFLICT (key) DO UPDATE, updating only when a column differs (so the status counts the
+    rows inserted or really changed)."""
     cols = ", ".join([key, *columns])
     params = ", ".join(f"${i}" for i in range(1, len(columns) + 2))
     assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns) + extra_set

@@ -50,7 +50,9 @@ class PipelineConfig(StrictModel):
                                         "left stays in the spool for the next start")
 
 
-class _Entry:
+class Entry:
+    """One ``put``: its readings, its acknowledgment callback, and when it was accepted."""
+
     __slots__ = ("accepted_at", "on_durable", "readings")
 
     def __init__(self, readings: Sequence[Reading], on_durable: Callable[[], None] | None) -> None:
@@ -64,7 +66,7 @@ class ReadingQueue:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: deque[_Entry] = deque()
+        self._entries: deque[Entry] = deque()
         self._size = 0
         self._changed = asyncio.Condition()
         self._closed = False
@@ -97,13 +99,13 @@ class ReadingQueue:
                     lambda: self._closed or not self._size or self._size + len(readings) <= self.capacity)
                 if self._closed:
                     raise RuntimeError("the pipeline is shut down")
-            self._entries.append(_Entry(readings, on_durable))
+            self._entries.append(Entry(readings, on_durable))
             self._size += len(readings)
             self.accepted += len(readings)
             metrics.READINGS_RECEIVED.labels(connector).inc(len(readings))
             self._changed.notify_all()
 
-    async def take(self, max_rows: int, max_age: float) -> list[_Entry]:
+    async def take(self, max_rows: int, max_age: float) -> list[Entry]:
         """Wait for readings, then return entries totalling up to ``max_rows`` readings, waiting at most
         ``max_age`` after the first for more.  Entries are never split.  Empty only once closed and drained."""
         async with self._changed:
@@ -121,7 +123,7 @@ class ReadingQueue:
                         self._changed.wait_for(lambda: self._size != before or self._closed), remaining)  # noqa: B023
                 except TimeoutError:
                     break
-            batch: list[_Entry] = []
+            batch: list[Entry] = []
             rows = 0
             while self._entries and (not batch or rows + len(self._entries[0].readings) <= max_rows):
                 entry = self._entries.popleft()

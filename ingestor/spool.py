@@ -26,9 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
-
-T = TypeVar("T")
+from typing import IO, Any, Literal
 
 Durability = Literal["batch", "interval"]
 
@@ -78,8 +76,9 @@ class SpoolError(Exception):
     """The spool cannot be used (locked by another process, unreadable file)."""
 
 
-_TOTALS = ("count(*), coalesce(sum(length(rows) + coalesce(length(pending), 0)), 0), "
-           "coalesce(sum(row_count + coalesce(json_array_length(pending), 0)), 0)")
+_PENDING_COUNT = "coalesce(json_array_length(pending), 0)"
+_SIZE = "length(rows) + coalesce(length(pending), 0)"
+_TOTALS = f"count(*), coalesce(sum({_SIZE}), 0), coalesce(sum(row_count + {_PENDING_COUNT}), 0)"
 """Segments, bytes and readings of a set of segments."""
 
 
@@ -147,10 +146,10 @@ class Spool:
 
     # --- segments ----------------------------------------------------------------------------------------------
 
-    def append(self, rows: bytes, row_count: int, pending: list[list[Any]] | None, epoch: int,
+    def append(self, rows: bytes, row_count: int, pending_text: str | None, pending_count: int, epoch: int,
                created_us: int) -> int:
-        """Store one batch; returns its sequence number.  Durable on return in ``batch`` mode."""
-        pending_text = json.dumps(pending) if pending else None
+        """Store one batch (``pending_text``: the JSON list of ``pending_count`` unencoded readings, or None);
+        returns its sequence number.  Durable on return in ``batch`` mode."""
         cursor = self.db.execute(
             "INSERT INTO segment (created_us, epoch, row_count, rows, pending) VALUES (?, ?, ?, ?, ?)",
             (created_us, epoch, row_count, rows, pending_text))
@@ -158,7 +157,7 @@ class Spool:
         assert seq is not None
         self.segments += 1
         self.bytes_used += len(rows) + (len(pending_text) if pending_text else 0)
-        self.readings += row_count + (len(pending) if pending else 0)
+        self.readings += row_count + pending_count
         if self.oldest_created_us is None:
             self.oldest_created_us = created_us
         return seq
@@ -168,15 +167,13 @@ class Spool:
         so that the memory a read takes is bounded whatever the backlog."""
         found: list[Segment] = []
         total = 0
-        for seq, created, epoch, count, rows, pending in self.db.execute(
-                "SELECT seq, created_us, epoch, row_count + coalesce(json_array_length(pending), 0), rows, pending "
+        for seq, created, epoch, row_count, pending_count, rows, pending in self.db.execute(
+                f"SELECT seq, created_us, epoch, row_count, {_PENDING_COUNT}, rows, pending "
                 "FROM segment WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, max_segments)):
-            if found and total + count > max_rows:
+            if found and total + row_count + pending_count > max_rows:
                 break
-            pending_list = json.loads(pending) if pending else None
-            found.append(Segment(seq, created, epoch, count - (len(pending_list) if pending_list else 0), rows,
-                                 pending_list))
-            total += count
+            found.append(Segment(seq, created, epoch, row_count, rows, json.loads(pending) if pending else None))
+            total += row_count + pending_count
         return found
 
     def delete_through(self, seq: int) -> int:
@@ -194,12 +191,11 @@ class Spool:
         """Delete the oldest segment after ``above_seq`` (the writer's segments in flight are at or below it),
         for the ``drop_oldest`` policy of a full spool; returns (seq, readings), (0, 0) when there is none."""
         row = self.db.execute(
-            "SELECT seq, row_count, length(rows) + coalesce(length(pending), 0), pending FROM segment "
-            "WHERE seq > ? ORDER BY seq LIMIT 1", (above_seq,)).fetchone()
+            f"SELECT seq, row_count + {_PENDING_COUNT}, {_SIZE} FROM segment WHERE seq > ? ORDER BY seq LIMIT 1",
+            (above_seq,)).fetchone()
         if row is None:
             return 0, 0
-        seq, count, size, pending = row
-        readings = count + (len(json.loads(pending)) if pending else 0)
+        seq, readings, size = row
         self.db.execute("DELETE FROM segment WHERE seq = ?", (seq,))
         self.segments -= 1
         self.bytes_used -= size

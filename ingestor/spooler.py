@@ -15,6 +15,7 @@ writer to make room (the queue fills, connectors wait), ``drop_oldest`` deletes 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from ingestor import metrics
 from ingestor.copy_format import RowEncoder
 from ingestor.dimensions import DimensionKeys
 from ingestor.logs import get_logger
-from ingestor.pipeline import PipelineConfig, ReadingQueue, _Entry
+from ingestor.pipeline import Entry, PipelineConfig, ReadingQueue
 from ingestor.readings import Reading, now_us
 from ingestor.spool import AsyncSpool, KeyEpoch
 
@@ -85,7 +86,7 @@ class Spooler:
             self.finished.set()
             self.wake_writer.set()
 
-    async def _store(self, entries: list[_Entry]) -> None:
+    async def _store(self, entries: list[Entry]) -> None:
         readings = [reading for entry in entries for reading in entry.readings]
         age_us = int((time.monotonic() - entries[0].accepted_at) * 1_000_000)
         created_us = now_us() - age_us
@@ -93,14 +94,15 @@ class Spooler:
             rows, row_count, refused = self.encoder.encode(readings)
         else:  # never synced with the database: keep the readings as they are until the writer can resolve them
             rows, row_count, refused = b"", 0, [(reading, "unresolved") for reading in readings]
-        pending: list[list[Any]] | None = [_pending(reading, reason) for reading, reason in refused] or None
-        size = len(rows) + (sum(len(str(p)) for p in pending) if pending else 0)
+        pending_text = json.dumps([_pending(reading, reason) for reading, reason in refused]) if refused else None
+        size = len(rows) + (len(pending_text) if pending_text else 0)
         if not await self._make_room(size, len(readings)):
             self._acknowledge(entries)  # dropped by policy: the connectors must not hold them forever
             return
         started = time.monotonic()
         epoch = self.epoch.epoch if self.epoch is not None else 0
-        await self._spool.call(self._spool.spool.append, rows, row_count, pending, epoch, created_us)
+        await self._spool.call(self._spool.spool.append, rows, row_count, pending_text, len(refused), epoch,
+                               created_us)
         metrics.SPOOL_SECONDS.observe(time.monotonic() - started)
         metrics.READINGS_SPOOLED.inc(len(readings))
         self.spooled += len(readings)
@@ -140,7 +142,7 @@ class Spooler:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
         metrics.READINGS_DROPPED.labels(reason).inc(count)
 
-    def _acknowledge(self, entries: list[_Entry]) -> None:
+    def _acknowledge(self, entries: list[Entry]) -> None:
         for entry in entries:
             if entry.on_durable is not None:
                 entry.on_durable()
