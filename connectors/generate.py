@@ -12,13 +12,21 @@ import asyncio
 import math
 import random
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from connectors.base import Connector, ConnectorConfig, ReadingSink, TagConfig, TagRef
-from ingestor.config_types import Duration
-from ingestor.readings import Reading, now_us
+from ingestor.contract import (
+    BuildContext,
+    ConnectorConfig,
+    ConnectorType,
+    Duration,
+    Reading,
+    ReadingSink,
+    TagConfig,
+    TagRef,
+    now_us,
+)
 
 
 class GeneratedTag(TagConfig):
@@ -52,8 +60,6 @@ class GenerateConfig(ConnectorConfig):
         for index, tag in enumerate(self.tags):
             yield TagRef(("tags", index), tag.equipment, tag.parameter, tag.unit)
 
-    def create(self, **factories: Any) -> Connector:
-        return SignalGenerator(self, rng=factories.get("rng"))
 
 
 class SignalGenerator:
@@ -104,3 +110,11 @@ class SignalGenerator:
         if tag.noise:
             value += self._rng.gauss(0.0, tag.noise)
         return Reading(tag.equipment, tag.parameter, value, stamp_us, tag.unit)
+
+
+def build(config: GenerateConfig, context: BuildContext) -> SignalGenerator:
+    return SignalGenerator(config, rng=context.clients.get("rng"))
+
+
+CONNECTOR = ConnectorType(config=GenerateConfig, build=build)
+"""Named by the ``ingestor.connectors`` entry point ``generate``."""

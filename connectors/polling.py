@@ -5,7 +5,7 @@ configured alike do not all fire in the same millisecond), then tick on a fixed 
 its interval skips the missed ticks instead of bursting to catch up, and each overrun is counted.  A poll that
 takes longer than its timeout is cancelled and reported as :class:`TimeoutError` to the connector's
 ``on_error`` hook.  Readings go to the sink with ``await``, so a full pipeline slows polling down
-(backpressure).  :class:`~connectors.base.ConnectionLost` from a poll ends ``run`` so the supervisor reconnects.
+(backpressure).  :class:`~ingestor.contract.ConnectionLost` from a poll ends ``run`` so the supervisor reconnects.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from connectors.base import ConnectionLost, ReadingSink
-from ingestor.readings import Reading
+from ingestor.contract import ConnectionLost, Reading, ReadingSink
 
 POLL_OVERRUNS = Counter(
     "ingestor_poll_overruns_total", "Polls that took longer than their interval (ticks were skipped)",

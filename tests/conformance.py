@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol
 
-from connectors.base import ConnectorConfig
+from ingestor.contract import ConnectorConfig
 
 
 class Harness(Protocol):

@@ -1,4 +1,4 @@
-"""A daemon for the fault tests: the real :class:`~ingestor.runtime.Daemon` with a numbered source.
+"""A daemon for the fault tests: the real :class:`~ingestor.daemon.runtime.Daemon` with a numbered source.
 
 ``python -m tests.fault_runner CONFIG LEDGER FIRST COUNT RATE`` runs the daemon from CONFIG plus a source that
 emits readings of equipment M1, parameter ``seq``, with the values FIRST … FIRST+COUNT-1 at RATE readings per
@@ -20,14 +20,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from connectors.base import ReadingSink, ReconnectConfig
+import ingestor.pipeline.writer as writer_module
 from ingestor.config import load_config
-from ingestor.logs import configure_logging
-from ingestor.readings import Reading, now_us
-from ingestor.runtime import Daemon
-from ingestor.sink import DatabaseSink
-from ingestor.spool import Spool
-from ingestor.supervisor import ConnectorSupervisor
+from ingestor.contract import Reading, ReadingSink, ReconnectConfig, now_us
+from ingestor.daemon.runtime import Daemon
+from ingestor.daemon.supervisor import ConnectorSupervisor
+from ingestor.pipeline.spool import Spool
+from ingestor.service.logs import configure_logging
 
 
 class NumberedSource:
@@ -68,8 +67,9 @@ class NumberedSource:
         return None
 
 
-def _kill_after(owner: type, method: str, calls: int) -> None:
-    """Wrap ``owner.method`` so that the process SIGKILLs itself right after the ``calls``-th call returns."""
+def _kill_after(owner: object, method: str, calls: int) -> None:
+    """Wrap ``owner.method`` (a class's method or a module's function) so that the process SIGKILLs itself
+    right after the ``calls``-th call returns."""
     original = getattr(owner, method)
     seen = 0
 
@@ -80,14 +80,14 @@ def _kill_after(owner: type, method: str, calls: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if asyncio.iscoroutinefunction(original):
-        async def wrapped_async(self: object, *args: object) -> object:
-            result = await original(self, *args)
+        async def wrapped_async(*args: object, **kwargs: object) -> object:
+            result = await original(*args, **kwargs)
             check()
             return result
         setattr(owner, method, wrapped_async)
     else:
-        def wrapped(self: object, *args: object) -> object:
-            result = original(self, *args)
+        def wrapped(*args: object, **kwargs: object) -> object:
+            result = original(*args, **kwargs)
             check()
             return result
         setattr(owner, method, wrapped)
@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
     fault = os.environ.get("FAULT_KILL")
     if fault:
         point, _, calls = fault.partition(":")
-        owner, method = {"after_commit": (DatabaseSink, "commit"), "after_spool_append": (Spool, "append")}[point]
+        owner, method = {"after_commit": (writer_module, "commit_batches"),
+                         "after_spool_append": (Spool, "append")}[point]
         _kill_after(owner, method, int(calls))
     config_path, ledger, first, count, rate = argv
     config = load_config(config_path)

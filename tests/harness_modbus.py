@@ -3,8 +3,8 @@ loopback port, and a connector configuration that reads counters, state and proc
 
 from __future__ import annotations
 
-from connectors.base import ConnectorConfig
 from connectors.modbus import ModbusConfig
+from ingestor.contract import ConnectorConfig
 from simulators.machine import default_machines
 from simulators.modbus import ModbusSimulator
 

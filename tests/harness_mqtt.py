@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from connectors.base import ConnectorConfig
 from connectors.mqtt.config import MqttConfig
+from ingestor.contract import ConnectorConfig
 from simulators.machine import PARAMETERS, default_machines
 from simulators.mqtt import MqttSimulator
 

@@ -1,4 +1,4 @@
-"""Small helpers shared by tests: free loopback ports, HTTP GETs, waiting for a condition."""
+"""Small helpers shared by tests: free loopback ports, HTTP GETs, waiting for a condition, building a connector."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
+
+from ingestor.config.registry import create_connector
+from ingestor.contract import BuildContext, Connector, ConnectorConfig
 
 T = TypeVar("T")
 
@@ -51,3 +54,12 @@ async def async_wait_until(condition: Callable[[], Awaitable[T]], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def build_connector(config: ConnectorConfig, *, known_equipment: Collection[str] | None = None,
+                    known_units: Collection[str] | None = None, **clients: Any) -> Connector:
+    """The connector of a validated configuration, built through the registry as the daemon builds it;
+    ``clients`` are protocol-client factories (``mqtt_client=…``) for the few tests that need a fake."""
+    return create_connector(config, BuildContext(
+        known_equipment=frozenset(known_equipment) if known_equipment is not None else None,
+        known_units=frozenset(known_units) if known_units is not None else None, clients=clients))

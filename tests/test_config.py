@@ -9,7 +9,7 @@ import pytest
 
 from ingestor.cli import main
 from ingestor.config import ConfigError, load_config
-from ingestor.yaml_source import Mark, parse_yaml
+from ingestor.config.yaml_source import Mark, parse_yaml
 
 from .conftest import REPO
 

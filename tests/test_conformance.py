@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from ingestor.readings import Reading
-from ingestor.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.contract import Reading
+from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
+from tests.helpers import build_connector
 
 from .conformance import HARNESSES, Harness, load
 
@@ -53,7 +54,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
 
 async def run_supervised(harness: Harness, sink: Collector) -> tuple[ConnectorSupervisor, asyncio.Task[None]]:
     config = harness.connector_config()
-    supervisor = ConnectorSupervisor(config.create(), sink, config.reconnect)
+    supervisor = ConnectorSupervisor(build_connector(config), sink, config.reconnect)
     return supervisor, asyncio.create_task(supervisor.run())
 
 

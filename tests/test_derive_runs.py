@@ -30,12 +30,12 @@ from prometheus_client import REGISTRY
 
 from ingestor.cli import main
 from ingestor.config import IngestorConfig
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import to_us
 from ingestor.derive.store import read_facts
 from ingestor.derive.task import DerivationTask
-from ingestor.dimensions import sync_dimensions
-from ingestor.schema import apply_schema
 
 from . import test_derive_scenario as scenario
 from .conftest import REPO, Database
@@ -332,7 +332,7 @@ async def test_the_daemon_task_derives_and_exports_data_quality(conn: asyncpg.Co
          "derivation": {"interval": "200ms", "settle": "0s", "check_data_quality": "200ms"}})
     ready = asyncio.Event()
     ready.set()
-    task = DerivationTask(config, database.dsn, ready)
+    task = DerivationTask(config.plant, config.derivation, config.database, config.instance_id, database.dsn, ready)
     running = asyncio.create_task(task.run())
     try:
         async def derived() -> bool:

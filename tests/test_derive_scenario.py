@@ -55,12 +55,12 @@ import yaml
 from prometheus_client import REGISTRY
 
 from ingestor.config import IngestorConfig
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema, refresh_view
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import to_us
 from ingestor.derive.store import read_facts
 from ingestor.derive.task import export_data_quality
-from ingestor.dimensions import sync_dimensions
-from ingestor.schema import apply_schema, refresh_view
 
 from .conftest import Database
 

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from ingestor.config import load_config
-from ingestor.dimensions import sync_dimensions
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
 from ingestor.plant import PlantConfig
-from ingestor.schema import apply_schema
 
 from .conftest import Database
 

@@ -24,9 +24,9 @@ import asyncpg
 import pytest
 
 from ingestor.config import load_config
-from ingestor.readings import Reading, now_us
-from ingestor.runtime import Daemon
-from ingestor.schema import apply_schema
+from ingestor.contract import Reading, now_us
+from ingestor.daemon.runtime import Daemon
+from ingestor.database.schema import apply_schema
 
 from .conftest import REPO, SERVERS, Database, dsn_for
 from .helpers import async_wait_until, free_port, http_get, wait_until

@@ -18,13 +18,14 @@ from prometheus_client import REGISTRY
 
 import connectors.modbus.connector as modbus_connector
 from connectors.modbus import ModbusConfig
-from connectors.modbus.connector import ModbusConnector, Repeats
+from connectors.modbus.connector import ModbusConnector
 from connectors.modbus.planning import ReadRequest, TagSpan, plan_reads, split
 from ingestor.config import ConfigError, load_config
-from ingestor.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
 from simulators.machine import Machine, default_machines
 from simulators.modbus import ModbusSimulator, encode
 from simulators.trace import load_trace
+from tests.helpers import build_connector
 
 from .conftest import REPO, Database
 from .helpers import free_port, http_get, wait_until
@@ -220,7 +221,7 @@ class Running:
 
     def __init__(self, config: ModbusConfig) -> None:
         self.config = config
-        self.connector = config.create()
+        self.connector = build_connector(config)
         assert isinstance(self.connector, ModbusConnector)
         self.sink = Collector()
         self.supervisor = ConnectorSupervisor(self.connector, self.sink, config.reconnect)
@@ -331,27 +332,6 @@ async def test_a_bad_tag_is_counted_and_logged_once_while_the_others_keep_flowin
     warnings = [(event, fields) for level, event, fields in logged if level == "warning"]
     assert len(warnings) == 1, warnings
     assert warnings[0][1]["tag"] == "PRESS-01.wrong_address (holding 50)"
-
-
-def test_repeated_problems_are_logged_once_then_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    logged: list[tuple[str, str, dict[str, Any]]] = []
-
-    class Recorder:
-        def __getattr__(self, level: str) -> Callable[..., None]:
-            return lambda event, **fields: logged.append((level, event, fields))
-
-    monkeypatch.setattr(modbus_connector, "log", Recorder())
-    now = [0.0]
-    repeats = Repeats(interval=60.0, clock=lambda: now[0])
-    for second in range(0, 150):
-        now[0] = float(second)
-        repeats.failed(("tag", "t"), "read failed", tag="t")
-    repeats.recovered(("tag", "t"), "recovered", tag="t")
-    repeats.recovered(("tag", "t"), "recovered", tag="t")
-    assert [(level, event) for level, event, _ in logged] == [
-        ("warning", "read failed"), ("warning", "read failed (still)"), ("warning", "read failed (still)"),
-        ("info", "recovered")]
-    assert logged[1][2]["repeats"] == 60
 
 
 async def test_a_silent_device_times_out_without_stopping_the_other_device_on_the_link(

@@ -22,7 +22,7 @@ from connectors.modbus.connector import ModbusConnector
 from connectors.modbus.decoding import DecodeError, bit_decoder, number_decoder, text_decoder
 from simulators.modbus import ModbusSimulator
 
-from .helpers import free_port
+from .helpers import build_connector, free_port
 from .test_conformance import Collector
 
 SCRATCH = 200
@@ -198,7 +198,7 @@ async def test_every_data_type_in_every_byte_order_reads_back_through_the_connec
     memory = scratch.units[SCRATCH]
     for register_table, address, values in table.writes:
         memory.write(register_table, address, values)
-    connector = scratch_config(scratch.port, table.tags).create()
+    connector = build_connector(scratch_config(scratch.port, table.tags))
     assert isinstance(connector, ModbusConnector)
     sink = await read_once(connector, lambda s: set(table.expect) <= {r.parameter for r in s.readings})
     got = {r.parameter: r.value for r in sink.readings}
@@ -224,7 +224,7 @@ async def test_unusable_values_are_counted_and_the_rest_of_the_read_still_arrive
          "length": 2},
         {"equipment": "M1", "parameter": "good", "register": "holding", "address": 8, "data_type": "uint16"},
     ]
-    connector = scratch_config(scratch.port, tags).create()
+    connector = build_connector(scratch_config(scratch.port, tags))
     assert isinstance(connector, ModbusConnector)
     sink = await read_once(connector, lambda s: len(s.readings) >= 3)
     assert {r.parameter for r in sink.readings} == {"good"}

@@ -31,15 +31,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.base import ConnectionLost
 from connectors.mqtt.config import MqttConfig
 from connectors.mqtt.connector import MqttConnector
 from ingestor.config import load_config
-from ingestor.readings import Reading
-from ingestor.runtime import Daemon
-from ingestor.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.contract import ConnectionLost, Reading
+from ingestor.daemon.runtime import Daemon
+from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
 from simulators.machine import default_machines
 from simulators.mqtt import MqttSimulator
+from tests.helpers import build_connector
 
 from .conftest import REPO, Database
 from .harness_mqtt import PrivateBroker
@@ -122,7 +122,7 @@ def mqtt_config(prefix: str, **fields: Any) -> MqttConfig:
 @asynccontextmanager
 async def supervised(config: MqttConfig, sink: Any, forget: bool = True, **factories: Any
                      ) -> AsyncIterator[tuple[MqttConnector, ConnectorSupervisor]]:
-    connector = config.create(**factories)
+    connector = build_connector(config, **factories)
     assert isinstance(connector, MqttConnector)
     supervisor = ConnectorSupervisor(connector, sink, config.reconnect)
     task = asyncio.create_task(supervisor.run())
@@ -215,7 +215,7 @@ async def test_messages_not_yet_durable_are_redelivered_to_the_next_session(prot
     acknowledged = 15 - len(connector._acks.pending if connector._acks else [])
     # the same client id comes back: everything not acknowledged arrives again (persistent session)
     again = Sink()
-    connector2 = config.create()
+    connector2 = build_connector(config)
     assert isinstance(connector2, MqttConnector)
     supervisor = ConnectorSupervisor(connector2, again, config.reconnect)
     task = asyncio.create_task(supervisor.run())
@@ -463,7 +463,7 @@ async def test_tls_with_client_certificate_and_password_from_the_environment(
         monkeypatch.setenv("TEST_MQTT_PASSWORD", "wrong")
         config = mqtt_config(prefix, host="localhost", port=broker.port, tls=tls, username_env="TEST_MQTT_USER",
                              password_env="TEST_MQTT_PASSWORD")
-        refused = config.create()
+        refused = build_connector(config)
         with pytest.raises(ConnectionLost, match="refused the connection"):
             await refused.connect()
         await refused.close()
@@ -484,7 +484,7 @@ async def test_tls_with_client_certificate_and_password_from_the_environment(
 
         monkeypatch.delenv("TEST_MQTT_PASSWORD")
         with pytest.raises(ConnectionLost, match="TEST_MQTT_PASSWORD is not set"):
-            await config.create().connect()
+            await build_connector(config).connect()
     finally:
         await asyncio.to_thread(broker.close)
 

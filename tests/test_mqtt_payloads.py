@@ -15,7 +15,7 @@ from connectors.mqtt.config import MqttConfig, PayloadConfig, filter_of, filters
 from connectors.mqtt.payloads import REASONS, Malformed, PayloadParser, to_timestamp_us
 from connectors.mqtt.topics import TopicRouter
 from ingestor.config import ConfigError, load_config
-from ingestor.readings import Reading
+from ingestor.contract import Reading
 
 from .conftest import REPO
 

@@ -29,16 +29,17 @@ from asyncua import ua
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from connectors.base import ConnectionLost
 from connectors.opcua import OpcUaConfig
 from connectors.opcua.browse import Discovery, FoundVariable, render
 from connectors.opcua.connector import OpcUaConnector
 from connectors.opcua.security import OpcUaSetupError, ServerCertificateRejected, ensure_client_certificate
 from ingestor import cli
+from ingestor.plant import DEFAULT_UNITS
 from ingestor.config import ConfigError, load_config
-from ingestor.readings import Quality, Reading, now_us
-from ingestor.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.contract import ConnectionLost, Quality, Reading, now_us
+from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
 from simulators.opcua import OpcUaSimulator, SimulatorOptions
+from tests.helpers import build_connector
 
 from .conftest import REPO, Database
 from .helpers import free_port, wait_until
@@ -84,7 +85,7 @@ def values(sink: Collector, equipment: str, parameter: str) -> list[Reading]:
 async def running(config: OpcUaConfig, sink: Any = None) -> AsyncIterator[tuple[OpcUaConnector, Collector]]:
     """The connector connected and running into a sink (no supervisor: a lost link ends the test)."""
     sink = sink if sink is not None else Collector()
-    connector = config.create()
+    connector = build_connector(config)
     assert isinstance(connector, OpcUaConnector)
     await connector.connect()
     task = asyncio.create_task(connector.run(sink))
@@ -98,7 +99,7 @@ async def running(config: OpcUaConfig, sink: Any = None) -> AsyncIterator[tuple[
 
 
 async def connect_error(config: OpcUaConfig) -> Exception:
-    connector = config.create()
+    connector = build_connector(config)
     try:
         await connector.connect()
     except Exception as exc:
@@ -431,7 +432,7 @@ async def test_the_server_restarts_mid_stream_and_data_resumes() -> None:
                          name="restart", watchdog_interval="1s", reconnect={"initial": "200ms", "max": "1s"})
     sink = Collector()
     await sim.start()
-    supervisor = ConnectorSupervisor(config.create(), sink, config.reconnect)
+    supervisor = ConnectorSupervisor(build_connector(config), sink, config.reconnect)
     task = asyncio.create_task(supervisor.run())
     try:
         await wait_for(lambda: len(values(sink, "PRESS-01", "parts_total")) >= 3, "counts before the restart")
@@ -509,7 +510,7 @@ async def test_a_network_drop_without_a_fin_is_noticed_by_the_watchdog(simulator
                          name="blackhole", timeout="1s", watchdog_interval="500ms",
                          reconnect={"initial": "200ms", "max": "1s"})
     sink = Collector()
-    supervisor = ConnectorSupervisor(config.create(), sink, config.reconnect)
+    supervisor = ConnectorSupervisor(build_connector(config), sink, config.reconnect)
     task = asyncio.create_task(supervisor.run())
     try:
         await wait_for(lambda: supervisor.state == ConnectorState.CONNECTED and sink.readings, "first reading")
@@ -530,7 +531,7 @@ async def test_a_network_drop_without_a_fin_is_noticed_by_the_watchdog(simulator
 @module_loop
 async def test_a_subscription_status_change_ends_run_with_connection_lost(simulator: OpcUaSimulator) -> None:
     config = make_config(simulator.endpoint, [fast([tag("PRESS-01", "current")])], name="status-change")
-    connector = config.create()
+    connector = build_connector(config)
     assert isinstance(connector, OpcUaConnector)
     await connector.connect()
     task = asyncio.create_task(connector.run(Collector()))
@@ -551,7 +552,7 @@ async def test_a_cancel_that_meets_a_lost_link_still_cancels(simulator: OpcUaSim
     would turn the cancellation into the child's ConnectionLost)."""
     config = make_config(simulator.endpoint, [fast([tag("PRESS-01", "current")])], name="cancel-and-loss")
     for steps in range(6):  # the cancellation arrives at different points of the loss being handled
-        connector = config.create()
+        connector = build_connector(config)
         assert isinstance(connector, OpcUaConnector)
         await connector.connect()
         task = asyncio.create_task(connector.run(Collector()))
@@ -656,7 +657,7 @@ def test_a_variable_without_a_holding_object_asks_for_its_equipment(tmp_path: Pa
     found = Discovery("opc.tcp://plc:4840", 3, ["http://opcfoundation.org/UA/", "urn:plc"], [
         FoundVariable(ua.NodeId("Speed", 1), [ua.QualifiedName("Speed", 1)], None, "Double", unit_text="°C")])
     path = tmp_path / "skeleton.yaml"
-    path.write_text(render(found, namespace_uris=True))
+    path.write_text(render(found, frozenset(u.code for u in DEFAULT_UNITS), namespace_uris=True))
     assert 'node: "nsu=urn:plc;s=Speed", equipment: FILL-IN, parameter: "Speed", unit: "degC"' in path.read_text()
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})

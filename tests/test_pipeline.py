@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ingestor import metrics
-from ingestor.copy_format import decode_row, split_rows
-from ingestor.dimensions import DimensionKeys
-from ingestor.pipeline import PipelineConfig, ReadingQueue
-from ingestor.readings import Reading
-from ingestor.spool import AsyncSpool, Spool
-from ingestor.spooler import Spooler
+from ingestor.contract import Reading
+from ingestor.database.copy_format import decode_row, split_rows
+from ingestor.database.dimensions import DimensionKeys
+from ingestor.pipeline import metrics
+from ingestor.pipeline.config import PipelineConfig
+from ingestor.pipeline.queue import ReadingQueue
+from ingestor.pipeline.spool import AsyncSpool, Spool
+from ingestor.pipeline.spooler import Spooler
 
 
 def readings(n: int, start: int = 0, equipment: str = "M1") -> list[Reading]:

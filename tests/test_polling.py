@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from connectors.base import ConnectionLost
 from connectors.polling import Poller, PollSchedule
-from ingestor.readings import Reading, now_us
+from ingestor.contract import ConnectionLost, Reading, now_us
 
 
 class Sink:
@@ -72,8 +71,8 @@ async def test_connection_lost_ends_the_run_for_the_supervisor() -> None:
 
 async def test_a_cancel_arriving_with_a_lost_link_stops_the_supervisor() -> None:
     """A shutdown that coincides with a lost link must stop the connector, not make it reconnect."""
-    from ingestor.config_types import ReconnectConfig
-    from ingestor.supervisor import ConnectorSupervisor
+    from ingestor.contract import ReconnectConfig
+    from ingestor.daemon.supervisor import ConnectorSupervisor
 
     class PolledDevice:
         name = "dev"

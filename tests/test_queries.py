@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingestor import queries
-from ingestor.schema import apply_schema, refresh_view
+from ingestor.database import queries
+from ingestor.database.schema import apply_schema, refresh_view
 
 from .conftest import Database
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingestor.schema import (
+from ingestor.database.schema import (
     REFRESHABLE_VIEWS,
     ApplyReport,
     SchemaError,
@@ -27,7 +27,7 @@ from ingestor.schema import (
     schema_status,
     views_to_refresh,
 )
-from ingestor.schema.migrations import load_migrations, parse
+from ingestor.database.schema.migrations import load_migrations, parse
 
 from .conftest import Database, dsn_for
 

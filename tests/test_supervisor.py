@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import structlog
 from structlog.testing import capture_logs
 
-from connectors.base import ConnectionLost, ReadingSink, ReconnectConfig
-from ingestor.readings import Reading, now_us
-from ingestor.supervisor import ConnectorState, ConnectorSupervisor, backoff_delays
+from ingestor.contract import ConnectionLost, Reading, ReadingSink, ReconnectConfig, backoff_delays, now_us
+from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
 
 
 class FlakyConnector:

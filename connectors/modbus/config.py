@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from connectors.base import Connector, ConnectorConfig, TagConfig, TagRef
 from connectors.modbus.decoding import ByteOrder, DataType, register_count
-from ingestor.config_types import Duration, StrictModel
+from ingestor.contract import ConnectorConfig, Duration, StrictModel, TagConfig, TagRef
 
 RegisterType = Literal["holding", "input", "coil", "discrete_input"]
 BIT_TABLES = ("coil", "discrete_input")
@@ -221,7 +220,3 @@ class ModbusConfig(ConnectorConfig):
             for t, tag in enumerate(device.tags):
                 yield TagRef(("devices", d, "tags", t), tag.equipment, tag.parameter, tag.unit)
 
-    def create(self, **factories: Any) -> Connector:
-        from connectors.modbus.connector import ModbusConnector
-
-        return ModbusConnector(self, client_factory=factories.get("modbus_client"))

@@ -13,11 +13,12 @@ Failure is contained at the smallest level it affects:
 * a merged read the device refuses (exception 2 or 3) is split and retried at once, and the split is kept;
 * a device that does not answer (timeout) is counted and marked down; other devices on the link go on;
 * when the link itself is gone (the peer closed it, or pymodbus gave up after 4 unanswered requests in a row)
-  ``run`` raises :class:`~connectors.base.ConnectionLost` and the supervisor reconnects with backoff.
+  ``run`` raises :class:`~ingestor.contract.ConnectionLost` and the supervisor reconnects with backoff.
 
 Every problem is logged once when it starts, then at most once a minute while it lasts (with how often it
-happened meanwhile), and once when it ends.  Counters by connector, device and reason are in Prometheus;
-which tag failed is in the logs and in :meth:`ModbusConnector.status`, not in metric labels.
+happened meanwhile), and once when it ends (:class:`~ingestor.contract.ProblemLog`).  Counters by connector,
+device and reason are in Prometheus; which tag failed is in the logs and in :meth:`ModbusConnector.status`,
+not in metric labels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from connectors.base import ConnectionLost, ReadingSink
 from connectors.modbus.config import BIT_TABLES, ModbusConfig, ModbusDeviceConfig, ModbusTagConfig
 from connectors.modbus.decoding import (
     DecodeError,
@@ -43,8 +43,7 @@ from connectors.modbus.decoding import (
 )
 from connectors.modbus.planning import ReadRequest, TagSpan, plan_reads, split
 from connectors.polling import Poller, PollSchedule
-from ingestor.logs import get_logger
-from ingestor.readings import Reading, now_us
+from ingestor.contract import ConnectionLost, ProblemLog, Reading, ReadingSink, get_logger, now_us
 
 log = get_logger(__name__)
 
@@ -72,8 +71,6 @@ SPLIT_ON = (2, 3)
 """Exception codes that make a merged read split: illegal data address, illegal data value (too large)."""
 GATEWAY_CODES = (10, 11)
 """Exceptions a gateway sends for the device behind it: path unavailable, target failed to respond."""
-LOG_REPEAT_INTERVAL = 60.0
-"""While a problem lasts, it is logged again at most this often (seconds), with how often it happened."""
 
 
 class _QuietPymodbus(logging.Filter):
@@ -88,34 +85,6 @@ class _QuietPymodbus(logging.Filter):
 
 
 logging.getLogger("pymodbus.logging").addFilter(_QuietPymodbus())
-
-
-class Repeats:
-    """Logs a problem once when it starts, then at most every ``interval`` seconds, and once when it ends."""
-
-    def __init__(self, interval: float = LOG_REPEAT_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = interval
-        self._clock = clock
-        self._active: dict[tuple[str, ...], list[float]] = {}   # key → [last logged, repeats since]
-
-    def failed(self, key: tuple[str, ...], event: str, **fields: Any) -> None:
-        now = self._clock()
-        state = self._active.get(key)
-        if state is None:
-            self._active[key] = [now, 0]
-            log.warning(event, **fields)
-        elif now - state[0] >= self._interval:
-            log.warning(event + " (still)", repeats=int(state[1]) + 1, over_s=round(now - state[0]), **fields)
-            state[0], state[1] = now, 0
-        else:
-            state[1] += 1
-
-    def recovered(self, key: tuple[str, ...], event: str, **fields: Any) -> None:
-        if self._active.pop(key, None) is not None:
-            log.info(event, **fields)
-
-    def is_active(self, key: tuple[str, ...]) -> bool:
-        return key in self._active
 
 
 class TagReader:
@@ -249,7 +218,7 @@ class ModbusConnector:
         self._groups: dict[str, tuple[Device, str]] = {
             f"{device.label}/{group}": (device, group) for device in self.devices for group in device.plans}
         self._intervals = config.group_intervals()
-        self._repeats = Repeats()
+        self._repeats = ProblemLog(log)
 
     # --- the connector contract ------------------------------------------------------------------------
 

@@ -25,8 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from connectors.base import Connector, ConnectorConfig, TagConfig, TagRef
-from ingestor.config_types import ByteSize, Duration, StrictModel
+from ingestor.contract import ByteSize, ConnectorConfig, Duration, StrictModel, TagConfig, TagRef
 
 TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -245,7 +244,7 @@ class DeadLetterConfig(StrictModel):
     """Where rejected messages are kept, one JSON object per line (topic, payload, reason, time)."""
 
     path: Path
-    max_size: ByteSize = Field(default=100 * 2**20, ge=1024, description="rotated to PATH.1 beyond this size")
+    max_size: ByteSize = Field(default=ByteSize(100 * 2**20), ge=1024, description="rotated to PATH.1 beyond this size")
 
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
@@ -276,7 +275,7 @@ class MqttConfig(ConnectorConfig):
         default=None, pattern=r"^[^/+#\s]+$", max_length=100,
         description="subscribe as $share/GROUP/…: daemons in one group split the messages")
     ingest_retained: bool = Field(default=True, description="take retained messages (old last values) too")
-    max_payload: ByteSize = Field(default=256 * 1024, ge=16, description="bigger messages are rejected")
+    max_payload: ByteSize = Field(default=ByteSize(256 * 1024), ge=16, description="bigger messages are rejected")
     max_buffered: int = Field(
         default=10000, ge=2, description="most messages received and waiting for the pipeline; at this many the "
                                          "connector stops reading from the broker until half are handed over")
@@ -321,9 +320,3 @@ class MqttConfig(ConnectorConfig):
                     and not format_names(sub.parameter):
                 yield TagRef(("subscriptions", index), sub.equipment, sub.parameter, sub.unit)
 
-    def create(self, **factories: Any) -> Connector:
-        from connectors.mqtt.connector import MqttConnector
-
-        return MqttConnector(self, client_factory=factories.get("mqtt_client"),
-                             known_equipment=factories.get("known_equipment"),
-                             known_units=factories.get("known_units"))

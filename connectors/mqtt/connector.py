@@ -60,13 +60,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
-from connectors.base import ConnectionLost, ReadingSink
 from connectors.mqtt.config import MqttConfig
 from connectors.mqtt.deadletter import DeadLetterFile
 from connectors.mqtt.payloads import Malformed
 from connectors.mqtt.topics import TopicRouter
-from ingestor.logs import get_logger
-from ingestor.readings import Reading, now_us
+from ingestor.contract import ConnectionLost, ProblemLog, Reading, ReadingSink, get_logger, now_us
 
 log = get_logger(__name__)
 
@@ -130,24 +128,6 @@ class _Acknowledger:
             client.ack(slot.mid, slot.qos)
 
 
-class _RateLimitedLog:
-    """At most one warning per reason every ``LOG_EVERY`` seconds, saying how many were not logged."""
-
-    def __init__(self, connector: str) -> None:
-        self._connector = connector
-        self._last: dict[str, float] = {}
-        self._suppressed: Tally[str] = Tally()
-
-    def rejected(self, reason: str, topic: str, detail: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -LOG_EVERY) < LOG_EVERY:
-            self._suppressed[reason] += 1
-            return
-        self._last[reason] = now
-        log.warning("mqtt message rejected", connector=self._connector, reason=reason, topic=topic[:200],
-                    detail=detail, not_logged_since_last=self._suppressed.pop(reason, 0))
-
-
 class MqttConnector:
     """Subscribes, turns messages into readings, acknowledges them once durable."""
 
@@ -187,7 +167,7 @@ class MqttConnector:
                                   for reason in ("unknown_topic", "bad_json", "not_a_number", "missing_field")}
         self._unacked_metric = UNACKNOWLEDGED.labels(self.name)
         self._abandoned_metric = ACKS_ABANDONED.labels(self.name)
-        self._rejections = _RateLimitedLog(self.name)
+        self._rejections = ProblemLog(log, LOG_EVERY)
         self._dead_letters = (DeadLetterFile(config.dead_letter.path, config.dead_letter.max_size, self.name)
                               if config.dead_letter else None)
 
@@ -544,7 +524,8 @@ class MqttConnector:
             topic = message.topic
         except UnicodeDecodeError:
             topic = repr(message._topic)
-        self._rejections.rejected(reason, topic, detail)
+        self._rejections.failed(reason, "mqtt message rejected", connector=self.name, reason=reason,
+                                topic=topic[:200], detail=detail)
         if self._dead_letters is not None and self._dead_letters.write(
                 topic, message.payload, message.qos, bool(message.retain), reason, detail):
             DEAD_LETTERS.labels(self.name).inc()

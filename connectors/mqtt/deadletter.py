@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from ingestor.logs import get_logger
+from ingestor.contract import get_logger
 
 log = get_logger(__name__)
 

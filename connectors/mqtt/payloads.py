@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.mqtt.config import PayloadConfig
-from ingestor.readings import Reading
+from ingestor.contract import Reading
 
 REASONS = (
     "oversized", "bad_encoding", "bad_json", "not_a_number", "missing_field", "bad_timestamp", "bad_parameter",

@@ -188,7 +188,7 @@ def _parameter(name: str) -> str:
     return re.sub(r"\s+", "_", name.strip())[:100] or "value"
 
 
-def _unit(text: str | None, known: set[str]) -> str | None:
+def _unit(text: str | None, known: frozenset[str]) -> str | None:
     if not text:
         return None
     text = text.strip()
@@ -203,13 +203,11 @@ def _node_text(nodeid: ua.NodeId, namespaces: list[str], uris: bool) -> str:
     return text
 
 
-def render(found: Discovery, *, name: str | None = None, security: SecurityConfig | None = None,
-           username_env: str | None = None, password_env: str | None = None, namespace_uris: bool = False,
-           publishing_interval: str = "1s") -> str:
-    """The configuration skeleton as YAML text."""
-    from ingestor.plant import DEFAULT_UNITS
-
-    known_units = {unit.code for unit in DEFAULT_UNITS}
+def render(found: Discovery, known_units: frozenset[str], *, name: str | None = None,
+           security: SecurityConfig | None = None, username_env: str | None = None,
+           password_env: str | None = None, namespace_uris: bool = False, publishing_interval: str = "1s") -> str:
+    """The configuration skeleton as YAML text; a unit on the server becomes a ``unit:`` when it is one of
+    ``known_units`` (the codes a configuration has without a ``units:`` list)."""
     connector = name or default_connector_name(found.endpoint)
     equipment: dict[str, str] = {}
     used: set[tuple[str, str]] = set()

@@ -16,12 +16,11 @@ import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from connectors.base import Connector, ConnectorConfig, ReconnectConfig, TagConfig, TagRef
-from ingestor.config_types import Duration, StrictModel
+from ingestor.contract import ConnectorConfig, Duration, ReconnectConfig, StrictModel, TagConfig, TagRef
 
 _NODE_ID = re.compile(
     r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}|b=.+)$")
@@ -231,7 +230,3 @@ class OpcUaConfig(ConnectorConfig):
         for g, t, _, tag in self.tags():
             yield TagRef(("groups", g, "tags", t), tag.equipment, tag.parameter, tag.unit)
 
-    def create(self, **factories: Any) -> Connector:
-        from connectors.opcua.connector import OpcUaConnector
-
-        return OpcUaConnector(self, client_factory=factories.get("opcua_client"))

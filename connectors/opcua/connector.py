@@ -53,12 +53,19 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from prometheus_client import Counter, Gauge
 
-from connectors.base import ConnectionLost, ReadingSink
 from connectors.opcua.config import Deadband, OpcUaConfig, OpcUaTag, TagGroup, parse_browse_path
 from connectors.opcua.security import OpcUaSetupError, configure_security
 from connectors.polling import Poller, PollSchedule
-from ingestor.logs import get_logger
-from ingestor.readings import Quality, Reading, now_us, to_timestamp_us
+from ingestor.contract import (
+    ConnectionLost,
+    ProblemLog,
+    Quality,
+    Reading,
+    ReadingSink,
+    get_logger,
+    now_us,
+    to_timestamp_us,
+)
 
 log = get_logger(__name__)
 
@@ -135,26 +142,6 @@ AUTH_REFUSED = CERTIFICATE_REFUSED | {
 """Answers to CreateSession/ActivateSession that no retry will change: the configuration must."""
 
 
-class Throttled:
-    """Log a recurring event at most once per ``interval`` seconds per key, with how often it was suppressed."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, level: str, key: str, event: str, **fields: Any) -> None:
-        now = time.monotonic()
-        if now < self._next.get(key, 0.0):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._next[key] = now + self.interval
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            fields["suppressed_since_last"] = suppressed
-        getattr(log, level)(event, **fields)
-
-
 class _Tag:
     """A configured tag at run time: where its readings go and how its values translate."""
 
@@ -228,7 +215,7 @@ class OpcUaConnector:
         self._pending: list[Reading] = []
         self._ready = asyncio.Event()
         self._lost: str | None = None
-        self._throttled = Throttled()
+        self._problems = ProblemLog(log)
         self._username: str | None = None
         self.unavailable: list[str] = []
         """Tags that could not be resolved or monitored at the last connect (labels with the reason)."""
@@ -450,9 +437,9 @@ class OpcUaConnector:
                 continue
             if room <= 0:
                 SKIPPED.labels(self.name, "buffer_full").inc()
-                self._throttled("warning", "buffer_full", "the pipeline is full and so is the OPC UA buffer; "
-                                "notifications are dropped", connector=self.name,
-                                buffer_size=self.config.buffer_size)
+                self._problems.failed("buffer_full", "the pipeline is full and so is the OPC UA buffer; "
+                                      "notifications are dropped", connector=self.name,
+                                      buffer_size=self.config.buffer_size)
                 continue
             pending.append(reading)
             room -= 1
@@ -480,10 +467,10 @@ class OpcUaConnector:
         if severity:
             quality = Quality.UNCERTAIN if severity == 1 else Quality.BAD
             NOT_GOOD.labels(self.name, quality.name.lower()).inc()
-            self._throttled("warning", f"not_good.{quality.name}", "OPC UA value is not good",
-                            connector=self.name, tag=tag.label, status=ua.StatusCode(ua.UInt32(code)).name,
-                            action="stored" if self.config.not_good == "store" and isinstance(value, float)
-                            else "dropped", quality=quality.name.lower())
+            self._problems.failed(f"not_good.{quality.name}", "OPC UA value is not good",
+                                  connector=self.name, tag=tag.label, status=ua.StatusCode(ua.UInt32(code)).name,
+                                  action="stored" if self.config.not_good == "store" and isinstance(value, float)
+                                  else "dropped", quality=quality.name.lower())
             if self.config.not_good == "drop":
                 SKIPPED.labels(self.name, "not_good").inc()
                 return None
@@ -492,8 +479,8 @@ class OpcUaConnector:
         if isinstance(value, str):
             SKIPPED.labels(self.name, value).inc()
             if quality is Quality.GOOD or value != "no_value":
-                self._throttled("warning", f"skip.{value}", "OPC UA value cannot be stored", connector=self.name,
-                                tag=tag.label, reason=value, value=repr(variant.Value if variant else None)[:80])
+                self._problems.failed(f"skip.{value}", "OPC UA value cannot be stored", connector=self.name,
+                                      tag=tag.label, reason=value, value=repr(variant.Value if variant else None)[:80])
             return None
         stamp = data.SourceTimestamp or data.ServerTimestamp
         timestamp_us = to_timestamp_us(stamp) if isinstance(stamp, datetime) else 0
@@ -584,14 +571,14 @@ class OpcUaConnector:
                     continue  # the same sample as last time: the source has not changed it
                 tag.last = key
                 readings.append(reading)
+        self._problems.recovered(f"poll.{group}", "polled read recovered", connector=self.name, group=group)
         return readings
 
     def _poll_failed(self, group: str, error: Exception) -> None:
         READ_ERRORS.labels(self.name).inc()
         text = ua.StatusCode(error.code).name if isinstance(error, UaStatusCodeError) else (
             str(error) or type(error).__name__)
-        self._throttled("warning", f"poll.{group}", "polled read failed", connector=self.name, group=group,
-                        error=text)
+        self._problems.failed(f"poll.{group}", "polled read failed", connector=self.name, group=group, error=text)
 
     # --- close -------------------------------------------------------------------------------------------
 

@@ -16,22 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from connectors.base import ConnectionLost
 from connectors.opcua.config import OpcUaConfig, SecurityConfig, default_connector_name
+from ingestor.contract import ConnectionLost, DiscoverCommand
 
 if TYPE_CHECKING:
     from connectors.opcua.browse import Discovery
 
 
-def add_parser(protocols: Any) -> None:
-    """Add ``opcua`` to the ``ingestor discover`` sub-commands."""
-    parser = protocols.add_parser("opcua", help="browse an OPC UA server and print a tag-map skeleton",
-                                  description="Browse an OPC UA server from its Objects folder and print a "
-                                  "configuration skeleton (plant and tag map) for the variables found.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``ingestor discover opcua``."""
     parser.add_argument("endpoint", metavar="ENDPOINT", help="opc.tcp://HOST:PORT")
     parser.add_argument("--depth", type=int, default=5, help="levels below Objects to browse (default 5)")
     parser.add_argument("--name", help="connector name in the skeleton (default: from the endpoint)")
@@ -48,10 +45,9 @@ def add_parser(protocols: Any) -> None:
     security.add_argument("--trust-dir", help="directory of trusted server certificates")
     security.add_argument("--username-env", help="environment variable holding the user name")
     security.add_argument("--password-env", help="environment variable holding the password")
-    parser.set_defaults(discover=main)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, known_units: frozenset[str]) -> int:
     """Run the discovery; 0 on success, 1 when the server cannot be browsed, 2 on bad arguments."""
     if args.depth < 1:
         print("ingestor discover opcua: --depth must be at least 1", file=sys.stderr)
@@ -78,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
             str(exc) or type(exc).__name__)
         print(f"ingestor discover opcua: {text}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(found, name=name, security=security, username_env=args.username_env,
+    sys.stdout.write(render(found, known_units, name=name, security=security, username_env=args.username_env,
                             password_env=args.password_env, namespace_uris=args.namespace_uris))
     return 0
 
@@ -100,3 +96,10 @@ async def _discover(args: argparse.Namespace, name: str, security: SecurityConfi
         return await browse_server(client, args.endpoint, args.depth)
     finally:
         await connector.close()
+
+
+DISCOVER = DiscoverCommand(
+    help="browse an OPC UA server and print a tag-map skeleton",
+    description="Browse an OPC UA server from its Objects folder and print a configuration skeleton (plant and "
+                "tag map) for the variables found.",
+    add_arguments=add_arguments, run=main)

@@ -32,9 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from connectors.base import ConnectionLost
 from connectors.opcua.config import SecurityConfig
-from ingestor.logs import get_logger
+from ingestor.contract import ConnectionLost, get_logger
 
 log = get_logger(__name__)
 

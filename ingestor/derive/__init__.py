@@ -3,7 +3,7 @@
 
 The derivation reads ``fact_sensor_event`` (the source of truth once the exactly-once pipeline has committed a
 reading) and writes ``fact_production`` and ``fact_downtime``.  The same code path serves the daemon's periodic
-run (:mod:`ingestor.derive.task`) and ``ingestor derive --from --to`` (:mod:`ingestor.derive.cli`).
+run (:mod:`ingestor.derive.task`) and ``ingestor derive --from --to`` (:mod:`ingestor.cli.derive`).
 
 * :mod:`~ingestor.derive.config`   the ``derivation:`` section of the YAML
 * :mod:`~ingestor.derive.plan`     one machine's roles resolved to database ids
@@ -15,7 +15,6 @@ run (:mod:`ingestor.derive.task`) and ``ingestor derive --from --to`` (:mod:`ing
 * :mod:`~ingestor.derive.store`    reading windows from the database and writing facts idempotently
 * :mod:`~ingestor.derive.engine`   which windows need deriving (late data, stops in progress) and doing it
 * :mod:`~ingestor.derive.task`     the daemon's periodic derivation and data-quality export
-* :mod:`~ingestor.derive.cli`      ``ingestor derive``
 
 docs/oee.md explains the definitions and every departure from the schema document.  This package's
 ``__init__`` imports nothing heavy: ``ingestor.config`` imports the config model from here.

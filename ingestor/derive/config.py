@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ingestor.config_types import Duration, StrictModel
+from ingestor.contract import Duration, StrictModel
 
 
 class DerivationConfig(StrictModel):

@@ -41,6 +41,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from ingestor.contract import get_logger
 from ingestor.derive.config import DerivationConfig
 from ingestor.derive.facts import WindowFacts, derive_window
 from ingestor.derive.plan import EquipmentPlan, build_plans
@@ -57,7 +58,6 @@ from ingestor.derive.store import (
     stop_covering,
     write_window,
 )
-from ingestor.logs import get_logger
 from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)

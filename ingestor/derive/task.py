@@ -22,12 +22,14 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingestor.config import IngestorConfig
-from ingestor.database import connect
+from ingestor.contract import get_logger
+from ingestor.database.config import DatabaseConfig
+from ingestor.database.connection import CONNECTION_ERRORS, connect
+from ingestor.database.schema import refresh_view
+from ingestor.derive.config import DerivationConfig
 from ingestor.derive.engine import Deriver, DeriveReport
 from ingestor.derive.segments import US
-from ingestor.logs import get_logger
-from ingestor.schema import refresh_view
+from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)
 
@@ -85,16 +87,18 @@ def record(report: DeriveReport, now_us: int) -> None:
 class DerivationTask:
     """Runs the derivation and the data-quality export on their schedules until cancelled."""
 
-    def __init__(self, config: IngestorConfig, url: str, schema_ready: asyncio.Event) -> None:
-        self._config = config
+    def __init__(self, plant: PlantConfig, settings: DerivationConfig, database: DatabaseConfig, instance_id: str,
+                 url: str, schema_ready: asyncio.Event) -> None:
+        self._settings = settings
+        self._database = database
         self._url = url
         self._schema_ready = schema_ready
-        self.deriver = Deriver(config.plant, config.derivation, config.instance_id)
+        self.deriver = Deriver(plant, settings, instance_id)
         self.runs = 0
         self.last_report: DeriveReport | None = None
 
     async def run(self) -> None:
-        settings = self._config.derivation
+        settings = self._settings
         derive_every = settings.interval if settings.enabled else 0.0
         check_every = settings.check_data_quality
         if derive_every <= 0 and check_every <= 0:
@@ -107,7 +111,7 @@ class DerivationTask:
             while True:
                 try:
                     if conn is None or conn.is_closed():
-                        conn = await connect(self._url, self._config.database.connect_timeout)
+                        conn = await connect(self._url, self._database.connect_timeout)
                         prepared = False
                     if derive_every > 0 and not prepared:
                         plans = await self.deriver.prepare(conn)
@@ -132,7 +136,7 @@ class DerivationTask:
                         continue
                     due = min(t for t, every in ((next_derive, derive_every), (next_check, check_every)) if every > 0)
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+                except CONNECTION_ERRORS as exc:
                     log.debug("derivation lost its connection", error=str(exc))
                     if conn is not None:
                         conn.terminate()
@@ -163,7 +167,7 @@ class DerivationTask:
         record(report, now_us)
         self.runs += 1
         self.last_report = report
-        if report.changed and self._config.derivation.refresh_oee_after_change:
+        if report.changed and self._settings.refresh_oee_after_change:
             with contextlib.suppress(asyncpg.PostgresError):
                 await refresh_view(conn, "view_oee_daily")
         if report.changed:

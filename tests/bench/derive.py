@@ -36,10 +36,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ingestor.config import IngestorConfig
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import to_us
-from ingestor.dimensions import sync_dimensions
-from ingestor.schema import apply_schema
 
 SERVERS = {
     "postgres": os.environ.get("INGESTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),

@@ -179,6 +179,7 @@ def connector_only(devices: int, registers: int, interval: float, warmup: float,
     """CPU per reading of the connector alone: simulator in its own process, readings into a null sink."""
     sys.path.insert(0, str(REPO))
     from connectors.modbus import ModbusConfig
+    from tests.helpers import build_connector
 
     port = free_port()
     simulator = subprocess.Popen(
@@ -193,11 +194,11 @@ def connector_only(devices: int, registers: int, interval: float, warmup: float,
             NullSink.count += len(readings)  # type: ignore[arg-type]
 
     async def run() -> str:
-        connectors = [ModbusConfig.model_validate({
+        connectors = [build_connector(ModbusConfig.model_validate({
             "type": "modbus", "name": f"bench-{d}", "host": "127.0.0.1", "port": port, "interval": interval,
             "devices": [{"unit_id": d, "tags": [{"equipment": "E", "parameter": f"r{a}", "register": "input",
                                                  "address": a, "data_type": "uint16"}
-                                                for a in range(1000, 1000 + registers)]}]}).create()
+                                                for a in range(1000, 1000 + registers)]}]}))
             for d in range(1, devices + 1)]
         for connector in connectors:
             await connector.connect()

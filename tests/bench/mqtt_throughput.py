@@ -48,10 +48,11 @@ sys.path.insert(0, str(REPO))
 
 from connectors.mqtt.config import MqttConfig  # noqa: E402
 from ingestor.config import load_config  # noqa: E402
-from ingestor.logs import LoggingConfig, configure_logging  # noqa: E402
-from ingestor.readings import Reading  # noqa: E402
-from ingestor.runtime import Daemon  # noqa: E402
+from ingestor.contract import Reading  # noqa: E402
+from ingestor.daemon.runtime import Daemon  # noqa: E402
+from ingestor.service.logs import LoggingConfig, configure_logging  # noqa: E402
 from tests.harness_mqtt import PrivateBroker  # noqa: E402
+from tests.helpers import build_connector  # noqa: E402
 
 PREFIX = "bench/PLANT-1"
 BROKER_EXTRA = "max_queued_messages 0\nmax_queued_bytes 0\n"
@@ -183,10 +184,10 @@ async def connector_counter(port: int, protocol: str, qos: int, messages: int, l
         "type": "mqtt", "name": "bench", "port": port, "protocol": protocol, "receive_maximum": receive_maximum,
         "client_id": f"bench-connector-{uuid.uuid4().hex[:6]}",
         "subscriptions": [{"topic": PREFIX + "/{equipment}/{parameter}", "qos": qos}]})
-    first = config.create()
+    first = build_connector(config)
     await first.connect()
     await first.close()
-    connector = config.create()
+    connector = build_connector(config)
     sink = CountingSink()
     publisher = None
     if live:

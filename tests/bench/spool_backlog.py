@@ -22,9 +22,9 @@ from pathlib import Path
 
 import asyncpg
 
-from ingestor import bench
+from ingestor.cli import bench
 from ingestor.config import load_config
-from ingestor.runtime import Daemon
+from ingestor.daemon.runtime import Daemon
 
 
 def rss_mb() -> float:

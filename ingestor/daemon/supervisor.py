@@ -1,0 +1,121 @@
+"""One supervisor per connector: connect → run → on error close → back off → retry.
+
+The runtime, not the connector, owns reconnection (as Benthos does).  The supervisor tracks the connector's
+state for metrics and ``/readyz``, logs the first failure as an error, repeats at debug level with a "still"
+warning at most once a minute, and "recovered" when a connection succeeds after failures (as Home
+Assistant's update coordinator does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from ingestor.contract import (
+    ConnectionLost,
+    Connector,
+    ProblemLog,
+    ReadingSink,
+    ReconnectConfig,
+    backoff_delays,
+    get_logger,
+)
+
+log = get_logger(__name__)
+
+CONNECTOR_STATE = Gauge(
+    "ingestor_connector_state", "1 for the connector's current state", ["connector", "state"])
+CONNECTOR_CONNECTS = Counter("ingestor_connector_connects_total", "Successful connects", ["connector"])
+CONNECTOR_FAILURES = Counter(
+    "ingestor_connector_failures_total", "Failed connects and lost links", ["connector"])
+
+
+class ConnectorState(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+class ConnectorSupervisor:
+    """Keeps one connector running until cancelled."""
+
+    def __init__(self, connector: Connector, sink: ReadingSink, reconnect: ReconnectConfig,
+                 close_timeout: float = 5.0) -> None:
+        self.connector = connector
+        self.name = connector.name
+        self._sink = sink
+        self._reconnect = reconnect
+        self._close_timeout = close_timeout
+        self.state = ConnectorState.DISCONNECTED
+        self.since = time.time()
+        self.last_error: str | None = None
+        self.failures = 0
+        self._problems = ProblemLog(log, repeats_at_debug=True)
+        self._set(ConnectorState.DISCONNECTED)
+
+    def status(self) -> dict[str, Any]:
+        """For /readyz: the supervisor's view, plus the connector's own detail when it offers a ``status()``
+        (a Modbus link reports each device behind it, for instance)."""
+        state = {"state": str(self.state), "since": self.since, "consecutive_failures": self.failures,
+                 "last_error": self.last_error}
+        detail = getattr(self.connector, "status", None)
+        if callable(detail):
+            try:
+                state.update(detail())
+            except Exception as exc:  # a status report must never break the health endpoint
+                state["status_error"] = repr(exc)
+        return state
+
+    def _set(self, state: ConnectorState) -> None:
+        if state != self.state:
+            self.since = time.time()
+        self.state = state
+        for each in ConnectorState:
+            CONNECTOR_STATE.labels(self.name, str(each)).set(1 if each == state else 0)
+
+    async def run(self) -> None:
+        delays = backoff_delays(self._reconnect)
+        try:
+            while True:
+                self._set(ConnectorState.CONNECTING)
+                try:
+                    await self.connector.connect()
+                    self._set(ConnectorState.CONNECTED)
+                    CONNECTOR_CONNECTS.labels(self.name).inc()
+                    if not self._problems.recovered("link", "connector recovered", connector=self.name,
+                                                    after_failures=self.failures):
+                        log.info("connector connected", connector=self.name)
+                    self.failures = 0
+                    delays = backoff_delays(self._reconnect)
+                    await self.connector.run(self._sink)
+                    raise ConnectionLost("the connector stopped reading")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    CONNECTOR_FAILURES.labels(self.name).inc()
+                    delay = next(delays)
+                    self._problems.failed(
+                        "link", "connector failed; reconnecting", level="error", connector=self.name,
+                        error=self.last_error,
+                        attempt=self.failures, retry_in_s=round(delay, 2),
+                        exc_info=not isinstance(exc, ConnectionLost | OSError | TimeoutError))
+                await self._close()
+                self._set(ConnectorState.DISCONNECTED)
+                await asyncio.sleep(delay)
+        finally:
+            await self._close()
+            self._set(ConnectorState.DISCONNECTED)
+
+    async def _close(self) -> None:
+        try:
+            await asyncio.wait_for(self.connector.close(), self._close_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("connector close failed", connector=self.name, error=str(exc))

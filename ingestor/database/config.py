@@ -1,0 +1,53 @@
+"""The ``database:`` section of the YAML: where readings and facts go, and how the daemon treats the database.
+
+The URL comes from ``database.url``, overridden by the ``INGESTOR_DATABASE_URL`` environment variable so that
+a password need never be written in a tag map (asyncpg also honours ``PGPASSWORD`` and ``~/.pgpass``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ingestor.contract import Duration, ReconnectConfig, StrictModel
+
+DATABASE_URL_ENV = "INGESTOR_DATABASE_URL"
+
+
+def check_url(value: str) -> str:
+    """Accept postgresql:// and postgres:// URLs; anything else is an error with a hint."""
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    return value
+
+
+class ViewRefreshConfig(StrictModel):
+    """How often the daemon refreshes each materialized view; 0 turns a refresh off."""
+
+    view_oee_daily: Duration = Field(default=300.0, ge=0)
+    view_reliability_summary: Duration = Field(default=900.0, ge=0)
+    sensor_5min_avg: Duration = Field(
+        default=60.0, ge=0, description="ignored where sensor_5min_avg is a continuous aggregate")
+
+
+class DatabaseConfig(StrictModel):
+    """``database:`` where readings and facts go."""
+
+    url: str = Field(default="postgresql://postgres@127.0.0.1:5432/ingestor", repr=False)
+    timescaledb: Literal["auto", "require", "off"] = Field(
+        default="auto", description="auto: use TimescaleDB when the server has it; require: refuse to start without")
+    apply_schema: bool = Field(default=True, description="apply the analytics schema at startup")
+    connect_timeout: Duration = Field(default=10.0, gt=0)
+    reconnect: ReconnectConfig = Field(
+        default=ReconnectConfig(initial=0.5, max=30.0), description="backoff while the database is unreachable")
+    refresh: ViewRefreshConfig = ViewRefreshConfig()
+
+    _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))
+
+    def effective_url(self, environ: dict[str, str] | None = None) -> str:
+        """``INGESTOR_DATABASE_URL`` when set, else ``url``."""
+        env = os.environ if environ is None else environ
+        return env.get(DATABASE_URL_ENV) or self.url

@@ -1,0 +1,41 @@
+"""The materialized views the daemon refreshes on its own schedule (no pg_cron), and refreshing one.
+
+``view_oee_daily`` and ``view_reliability_summary`` are ordinary materialized views on every tier;
+``sensor_5min_avg`` is one too except on full TimescaleDB, where it is a continuous aggregate with its own
+refresh policy (it then appears as a plain view in the catalog and is not listed here).  Every one of them
+has a unique index, so a refresh runs ``CONCURRENTLY`` and dashboards keep reading while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ingestor.database.schema.errors import SchemaError
+
+REFRESHABLE_VIEWS: tuple[str, ...] = ("view_oee_daily", "view_reliability_summary", "sensor_5min_avg")
+"""Every view the daemon may have to refresh, in the order it should refresh them."""
+
+
+async def views_to_refresh(conn: asyncpg.Connection) -> list[str]:
+    """The views of :data:`REFRESHABLE_VIEWS` that are materialized views in this database (each refreshed
+    ``CONCURRENTLY`` by :func:`refresh_view`)."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_class c WHERE c.relkind = 'm' AND c.relname = ANY($1::text[]) "
+        "AND c.relnamespace = current_schema()::regnamespace", list(REFRESHABLE_VIEWS))
+    present = {row["relname"] for row in rows}
+    return [name for name in REFRESHABLE_VIEWS if name in present]
+
+
+async def refresh_view(conn: asyncpg.Connection, name: str) -> None:
+    """``REFRESH MATERIALIZED VIEW CONCURRENTLY``; a plain refresh the first time, when the view has never
+    been populated (created ``WITH NO DATA``), because CONCURRENTLY needs a populated view."""
+    if name not in REFRESHABLE_VIEWS:
+        raise ValueError(f"{name!r} is not one of the refreshable views {', '.join(REFRESHABLE_VIEWS)}")
+    populated = await conn.fetchval(
+        "SELECT c.relispopulated FROM pg_class c WHERE c.relkind = 'm' AND c.relname = $1 "
+        "AND c.relnamespace = current_schema()::regnamespace", name)
+    if populated is None:
+        raise SchemaError(f"{name} is not a materialized view in this database (schema not applied, or a "
+                          "continuous aggregate that TimescaleDB refreshes itself)")
+    concurrently = "CONCURRENTLY " if populated else ""
+    await conn.execute(f"REFRESH MATERIALIZED VIEW {concurrently}{name}")

@@ -1,0 +1,295 @@
+"""The durable local spool: SQLite in WAL mode, one row per batch, in the order readings arrived.
+
+The spool is where a reading becomes durable.  Each batch the spooler makes is stored as one row: a
+monotonically increasing sequence number (SQLite ``AUTOINCREMENT``, never reused), the rows already encoded
+in PostgreSQL's binary COPY format (so replaying a batch costs no Python work per reading), and, rarely, a
+JSON list of readings that could not be encoded yet (equipment the database did not know when the batch
+arrived) or can never be stored (each with its reason, for the dead-letter table).
+
+Durability: ``batch`` commits every batch with ``synchronous=FULL`` (the WAL is fsynced before the commit
+returns); ``interval`` commits with ``synchronous=NORMAL`` and fsyncs the WAL every ``fsync_interval``;
+either way a batch's acknowledgment waits until the fsync that covers it.  A SQLite commit is atomic, so a
+crash at any instant leaves whole batches or none.
+
+Everything here is synchronous and runs on one dedicated thread (:class:`AsyncSpool` is the asyncio face).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+Durability = Literal["batch", "interval"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_us INTEGER NOT NULL,          -- when the oldest reading of the batch was accepted
+    epoch      INTEGER NOT NULL,          -- key_epoch the rows were encoded with
+    row_count  INTEGER NOT NULL,          -- rows in `rows`
+    rows       BLOB    NOT NULL,          -- binary COPY tuples (no header, no trailer)
+    pending    TEXT                       -- JSON: readings not encoded (unknown equipment, refused), or NULL
+);
+CREATE TABLE IF NOT EXISTS key_epoch (
+    epoch      INTEGER PRIMARY KEY,
+    database   TEXT NOT NULL,             -- identity of the database the keys came from
+    equipment  TEXT NOT NULL,             -- JSON {code: id}
+    units      TEXT NOT NULL,             -- JSON {code: id}
+    created_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    created_us: int
+    epoch: int
+    row_count: int
+    rows: bytes
+    pending: list[list[Any]] | None
+
+    @property
+    def readings(self) -> int:
+        return self.row_count + (len(self.pending) if self.pending else 0)
+
+
+@dataclass(frozen=True)
+class KeyEpoch:
+    epoch: int
+    database: str
+    equipment: dict[str, int]
+    units: dict[str, int]
+
+
+class SpoolError(Exception):
+    """The spool cannot be used (locked by another process, unreadable file)."""
+
+
+_PENDING_COUNT = "coalesce(json_array_length(pending), 0)"
+_SIZE = "length(rows) + coalesce(length(pending), 0)"
+_TOTALS = f"count(*), coalesce(sum({_SIZE}), 0), coalesce(sum(row_count + {_PENDING_COUNT}), 0)"
+"""Batches, bytes and readings of a set of batches."""
+
+
+class Spool:
+    """The SQLite spool file.  Not thread-safe: use it from one thread."""
+
+    FILE_NAME = "spool.sqlite3"
+
+    def __init__(self, directory: Path, instance_id: str, durability: Durability = "batch") -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / self.FILE_NAME
+        self.instance_id = instance_id
+        self.durability = durability
+        self._db: sqlite3.Connection | None = None
+        self._lock: IO[str] | None = None
+        self.spool_id = ""                          # random, made when the spool file is created
+        self.bytes_used = 0
+        self.batches = 0
+        self.readings = 0
+        self.oldest_created_us: int | None = None  # of the oldest unwritten batch, kept current for metrics
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = (self.directory / "spool.lock").open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise SpoolError(f"the spool {self.directory} is in use by another process; every daemon needs a "
+                             "spool_dir of its own") from None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'batch' else 'NORMAL'}")
+        db.execute("PRAGMA wal_autocheckpoint=1000")
+        _rename_segment_table(db)
+        db.executescript(_SCHEMA)
+        self._db = db
+        count, size, rows = db.execute(f"SELECT {_TOTALS} FROM batch").fetchone()
+        spool_id = self._meta("spool_id")
+        if spool_id is None:
+            spool_id = str(uuid.uuid4())
+            self._set_meta("spool_id", spool_id)
+        self.spool_id = spool_id
+        self._set_meta("instance_id", self.instance_id)
+        self.batches, self.bytes_used, self.readings = count, size, rows
+        self._refresh_oldest()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise SpoolError("the spool is not open")
+        return self._db
+
+    # --- batches ----------------------------------------------------------------------------------------------
+
+    def append(self, rows: bytes, row_count: int, pending_text: str | None, pending_count: int, epoch: int,
+               created_us: int) -> int:
+        """Store one batch (``pending_text``: the JSON list of ``pending_count`` unencoded readings, or None);
+        returns its sequence number.  Durable on return in ``batch`` mode."""
+        cursor = self.db.execute(
+            "INSERT INTO batch (created_us, epoch, row_count, rows, pending) VALUES (?, ?, ?, ?, ?)",
+            (created_us, epoch, row_count, rows, pending_text))
+        seq = cursor.lastrowid
+        assert seq is not None
+        self.batches += 1
+        self.bytes_used += len(rows) + (len(pending_text) if pending_text else 0)
+        self.readings += row_count + pending_count
+        if self.oldest_created_us is None:
+            self.oldest_created_us = created_us
+        return seq
+
+    def read(self, after_seq: int, max_rows: int, max_batches: int = 64) -> list[Batch]:
+        """The oldest batches after ``after_seq``, up to about ``max_rows`` readings (at least one batch),
+        so that the memory a read takes is bounded whatever the backlog."""
+        found: list[Batch] = []
+        total = 0
+        for seq, created, epoch, row_count, pending_count, rows, pending in self.db.execute(
+                f"SELECT seq, created_us, epoch, row_count, {_PENDING_COUNT}, rows, pending "
+                "FROM batch WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, max_batches)):
+            if found and total + row_count + pending_count > max_rows:
+                break
+            found.append(Batch(seq, created, epoch, row_count, rows, json.loads(pending) if pending else None))
+            total += row_count + pending_count
+        return found
+
+    def delete_through(self, seq: int) -> int:
+        """Forget every batch up to and including ``seq`` (they are committed to the database)."""
+        count, size, rows = self.db.execute(f"SELECT {_TOTALS} FROM batch WHERE seq <= ?", (seq,)).fetchone()
+        if count:
+            self.db.execute("DELETE FROM batch WHERE seq <= ?", (seq,))
+            self.batches -= count
+            self.bytes_used -= size
+            self.readings -= rows
+            self._refresh_oldest()
+        return int(count)
+
+    def drop_oldest(self, above_seq: int) -> tuple[int, int]:
+        """Delete the oldest batch after ``above_seq`` (the writer's batches in flight are at or below it),
+        for the ``drop_oldest`` policy of a full spool; returns (seq, readings), (0, 0) when there is none."""
+        row = self.db.execute(
+            f"SELECT seq, row_count + {_PENDING_COUNT}, {_SIZE} FROM batch WHERE seq > ? ORDER BY seq LIMIT 1",
+            (above_seq,)).fetchone()
+        if row is None:
+            return 0, 0
+        seq, readings, size = row
+        self.db.execute("DELETE FROM batch WHERE seq = ?", (seq,))
+        self.batches -= 1
+        self.bytes_used -= size
+        self.readings -= readings
+        self._refresh_oldest()
+        return seq, readings
+
+    def _refresh_oldest(self) -> None:
+        row = self.db.execute("SELECT created_us FROM batch ORDER BY seq LIMIT 1").fetchone()
+        self.oldest_created_us = None if row is None else int(row[0])
+
+    def last_seq(self) -> int:
+        """The highest sequence number ever handed out (0 for a new spool)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batch'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def raise_floor(self, seq: int) -> None:
+        """Make sure future sequence numbers are above ``seq`` (the database's watermark for this instance):
+        a spool that was deleted or replaced must never hand out numbers the database considers written."""
+        if self.last_seq() < seq:
+            with self.db:
+                self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'batch'")
+                self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('batch', ?)", (seq,))
+
+    def sync(self) -> None:
+        """fsync the WAL (``interval`` durability): every commit made before the call is durable after it."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # --- dimension keys ----------------------------------------------------------------------------------------
+
+    def latest_epoch(self) -> KeyEpoch | None:
+        row = self.db.execute(
+            "SELECT epoch, database, equipment, units FROM key_epoch ORDER BY epoch DESC LIMIT 1").fetchone()
+        return None if row is None else KeyEpoch(row[0], row[1], json.loads(row[2]), json.loads(row[3]))
+
+    def epoch(self, epoch: int) -> KeyEpoch | None:
+        row = self.db.execute(
+            "SELECT epoch, database, equipment, units FROM key_epoch WHERE epoch = ?", (epoch,)).fetchone()
+        return None if row is None else KeyEpoch(row[0], row[1], json.loads(row[2]), json.loads(row[3]))
+
+    def record_epoch(self, database: str, equipment: dict[str, int], units: dict[str, int]) -> KeyEpoch:
+        """Remember the keys of a dimension sync; returns the latest epoch if nothing changed."""
+        latest = self.latest_epoch()
+        if latest and (latest.database, latest.equipment, latest.units) == (database, equipment, units):
+            return latest
+        number = (latest.epoch if latest else 0) + 1
+        with self.db:
+            self.db.execute("INSERT INTO key_epoch VALUES (?, ?, ?, ?, ?)", (
+                number, database, json.dumps(equipment, sort_keys=True), json.dumps(units, sort_keys=True),
+                time.time_ns() // 1000))
+            # epochs no batch uses any more are history
+            self.db.execute("DELETE FROM key_epoch WHERE epoch < ? AND epoch NOT IN (SELECT epoch FROM batch)",
+                            (number,))
+        return KeyEpoch(number, database, equipment, units)
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value))
+
+
+def _rename_segment_table(db: sqlite3.Connection) -> None:
+    """Spools written before 0.2 keep their batches in a table named ``segment``; rename it in place (its
+    sequence counter goes with it), so their unwritten readings are written after an upgrade."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "segment" in tables and "batch" not in tables:
+        db.execute("ALTER TABLE segment RENAME TO batch")
+
+
+class AsyncSpool:
+    """Runs every spool operation on one dedicated thread, so SQLite never blocks the event loop."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+
+    async def call(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    async def open(self) -> None:
+        await self.call(self.spool.open)
+
+    async def close(self) -> None:
+        await self.call(self.spool.close)
+        self._thread.shutdown(wait=True)
