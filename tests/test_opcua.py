@@ -34,10 +34,10 @@ from connectors.opcua.browse import Discovery, FoundVariable, render
 from connectors.opcua.connector import OpcUaConnector
 from connectors.opcua.security import OpcUaSetupError, ServerCertificateRejected, ensure_client_certificate
 from ingestor import cli
-from ingestor.plant import DEFAULT_UNITS
 from ingestor.config import ConfigError, load_config
 from ingestor.contract import ConnectionLost, Quality, Reading, now_us
 from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.plant import DEFAULT_UNITS
 from simulators.opcua import OpcUaSimulator, SimulatorOptions
 from tests.helpers import build_connector
 

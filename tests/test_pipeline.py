@@ -53,11 +53,11 @@ async def test_batches_are_cut_at_batch_rows_without_splitting_a_put(spooled) ->
     task = asyncio.create_task(spooler.run())
     await queue.close()
     await asyncio.wait_for(task, 5)
-    segments = spool.spool.read(0, 10**9, 100)
-    assert [s.row_count for s in segments] == [90, 90, 90, 30]
-    values = [decode_row(row)["value"] for s in segments for row in split_rows(s.rows)]
+    batches = spool.spool.read(0, 10**9, 100)
+    assert [s.row_count for s in batches] == [90, 90, 90, 30]
+    values = [decode_row(row)["value"] for s in batches for row in split_rows(s.rows)]
     assert values == [float(i) for i in range(300)]
-    first = decode_row(next(split_rows(segments[0].rows)))
+    first = decode_row(next(split_rows(batches[0].rows)))
     assert first == {"equipment_id": 11, "parameter": "p", "unit_id": 3, "quality": 0,
                      "timestamp_us": 1_700_000_000_000_000, "value": 0.0}
 
@@ -85,9 +85,9 @@ async def test_acknowledged_only_once_durable_and_unknown_equipment_travels_as_p
     await queue.close()
     await asyncio.wait_for(task, 5)
     assert acked == [0, 1, 2]
-    segments = spool.spool.read(0, 10**9, 100)
-    assert sum(s.row_count for s in segments) == 15
-    pending = [p for s in segments for p in (s.pending or [])]
+    batches = spool.spool.read(0, 10**9, 100)
+    assert sum(s.row_count for s in batches) == 15
+    pending = [p for s in batches for p in (s.pending or [])]
     assert [(p[0], p[2], p[6]) for p in pending] == [("M2", 100.0, "unknown_equipment"),
                                                      ("M2", 101.0, "unknown_equipment"),
                                                      ("M2", 102.0, "unknown_equipment")]
@@ -124,3 +124,39 @@ async def test_put_after_close_is_refused() -> None:
     await queue.close()
     with pytest.raises(RuntimeError):
         await queue.put(readings(1), None, "c")
+
+
+def test_a_spool_written_before_the_rename_keeps_its_unwritten_batches(tmp_path: Path) -> None:
+    """Spools of 0.1 kept batches in a table named ``segment``.  Opening one renames it in place: the readings
+    waiting in it are still there, and sequence numbers go on from where they were (never reused)."""
+    import sqlite3
+
+    from ingestor.database.copy_format import RowEncoder
+
+    rows, count, _ = RowEncoder({"M1": 11}, {"degC": 3}).encode(readings(3))
+    old = sqlite3.connect(tmp_path / Spool.FILE_NAME)
+    old.executescript("""
+        CREATE TABLE segment (seq INTEGER PRIMARY KEY AUTOINCREMENT, created_us INTEGER NOT NULL,
+                              epoch INTEGER NOT NULL, row_count INTEGER NOT NULL, rows BLOB NOT NULL, pending TEXT);
+        CREATE TABLE key_epoch (epoch INTEGER PRIMARY KEY, database TEXT NOT NULL, equipment TEXT NOT NULL,
+                                units TEXT NOT NULL, created_us INTEGER NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('spool_id', '6f1c2f1e-0000-4000-8000-000000000001');
+    """)
+    for seq in (1, 2, 3):
+        old.execute("INSERT INTO segment VALUES (?, 1, 1, ?, ?, NULL)", (seq, count, rows))
+    old.execute("DELETE FROM segment WHERE seq = 1")  # committed and forgotten before the upgrade
+    old.commit()
+    old.close()
+
+    spool = Spool(tmp_path, "test")
+    spool.open()
+    try:
+        assert spool.spool_id == "6f1c2f1e-0000-4000-8000-000000000001"
+        assert (spool.batches, spool.readings) == (2, 6)
+        assert [b.seq for b in spool.read(0, 10**9)] == [2, 3]
+        assert spool.append(rows, count, None, 0, 1, 2) == 4
+        tables = {name for (name,) in spool.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "segment" not in tables and "batch" in tables
+    finally:
+        spool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +30,7 @@ from ingestor.database.schema import (
 )
 from ingestor.database.schema.migrations import load_migrations, parse
 
-from .conftest import Database, dsn_for
+from .conftest import REPO, Database, dsn_for
 
 TABLES = {
     "dim_site", "dim_area", "dim_work_center", "dim_equipment", "dim_product", "dim_downtime_reason",
@@ -38,6 +39,7 @@ TABLES = {
 }
 MATERIALIZED_VIEWS = {"view_oee_daily", "view_reliability_summary", "sensor_5min_avg"}
 FUNCTIONS = {"audit_trigger_func", "set_updated_at", "archive_old_sensor_data", "check_data_quality",
+             "oee_ratios", "oee_by_shift", "reliability",
              "downtime_copy_is_planned", "downtime_reason_propagate_is_planned"}
 DOCUMENT_INDEXES = {
     "idx_equipment_work_center", "idx_equipment_attributes", "idx_active_equipment",
@@ -333,6 +335,81 @@ def test_migration_markers() -> None:
         parse("0009_example.sql", "-- @tier: timescale\n")
     with pytest.raises(SchemaError, match=r"not named NNNN_name\.sql"):
         parse("9_example.sql", "")
+
+
+EARLIER_0001 = ("9df58aeb08e8df1127dc6bf62db91daa6dd759fd", "ingestor/schema/migrations/0001_analytics.sql")
+"""Where the 0.1 text of 0001 (the views and triggers written out by hand) can be read back from history."""
+
+STRUCTURE_QUERIES = {
+    "relations": "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                 "AND relname NOT LIKE 'pg_toast%' ORDER BY 1",
+    "columns": SNAPSHOT_QUERIES["columns"],
+    "functions": "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p "
+                 "WHERE p.pronamespace = current_schema()::regnamespace "
+                 "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') ORDER BY 1",
+    "triggers": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE NOT tgisinternal ORDER BY 1, 2",
+    "views": "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c WHERE c.relkind IN ('v', 'm') "
+             "AND c.relnamespace = current_schema()::regnamespace ORDER BY 1",
+    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+}
+
+
+async def structure(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """What the schema is, without the identities (oids) that differ between two builds of it."""
+    return {name: [tuple(row) for row in await conn.fetch(sql)] for name, sql in STRUCTURE_QUERIES.items()}
+
+
+@pytest.fixture(scope="module")
+def earlier_0001() -> str:
+    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{EARLIER_0001[0]}:{EARLIER_0001[1]}"],
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip(f"the earlier text of 0001 is not in this checkout's history: {shown.stderr.strip()}")
+    return shown.stdout
+
+
+async def test_a_database_built_with_the_earlier_0001_reaches_the_same_schema_without_a_warning(
+        database: Database, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, earlier_0001: str) -> None:
+    """0001 was rewritten (triggers generated, the OEE and reliability views moved onto 0004's formula
+    functions).  A database that applied its earlier text must end up with exactly the schema of a new one,
+    and ``schema status`` must not call 0001 edited."""
+    earlier = parse("0001_analytics.sql", earlier_0001)
+    current = load_migrations()
+    assert earlier.checksum in current[0].superseded
+    async with scratch_database(database) as dsn, connection(dsn) as old:
+        monkeypatch.setattr(runner, "load_migrations", lambda: (earlier, *[m for m in current if m.version < "0004"]))
+        await apply_schema(old)
+        monkeypatch.undo()
+        report = await apply_schema(old)
+        assert report.applied == [m.version for m in current if m.version >= "0004"]
+        status = await schema_status(old)
+        assert status.checksum_mismatches == [] and status.up_to_date
+        assert not any("has changed" in line for line in status.lines())
+        assert await structure(old) == await structure(conn)
+
+
+async def test_oee_and_reliability_have_one_definition_shared_by_views_and_queries(conn: asyncpg.Connection) -> None:
+    """The views and the query files call the formula functions; none of them computes a ratio itself."""
+    from ingestor.database import queries
+
+    for view in ("view_oee_daily", "view_reliability_summary"):
+        definition = await conn.fetchval("SELECT pg_get_viewdef($1::regclass)", view)
+        assert "NULLIF" not in definition.upper(), view
+    assert "oee_by_shift(" in await conn.fetchval("SELECT pg_get_viewdef('view_oee_daily'::regclass)")
+    assert "reliability(" in await conn.fetchval("SELECT pg_get_viewdef('view_reliability_summary'::regclass)")
+    for name, function in (("oee_7day", "oee_by_shift("), ("mtbf_mttr", "reliability(")):
+        sql = queries.load(name)
+        assert function in sql and "NULLIF" not in sql.upper(), name
+    ratios = await conn.fetchrow("SELECT * FROM oee_ratios(3600000, 4000000, 3000000, true, 90, 100)")
+    assert ratios["availability"] == pytest.approx(0.9) and ratios["performance"] == pytest.approx(3 / 3.6)
+    assert ratios["quality"] == pytest.approx(0.9) and ratios["oee"] == pytest.approx(0.9 * 3 / 3.6 * 0.9)
+    capped = await conn.fetchrow("SELECT * FROM oee_ratios(100, 50, 400, true, 0, 0)")
+    assert capped["availability"] == 1.0 and capped["performance"] == 1.0 and capped["quality"] is None
+    unknown = await conn.fetchrow("SELECT * FROM oee_ratios(100, 100, NULL, false, 1, 1)")
+    assert unknown["performance"] is None and unknown["oee"] is None
+    idle = await conn.fetchrow("SELECT * FROM oee_ratios(0, 100, 0, true, 0, 0)")
+    assert idle["availability"] == 0.0 and idle["oee"] == 0.0
 
 
 def test_the_shipped_migration_is_named_and_checksummed() -> None:

@@ -18,6 +18,10 @@ an object is an alternative (another tier has its own version), so skipping it r
 The version is the four-digit prefix; the checksum (SHA-256 of the file's bytes) is recorded when a file is
 applied, so a file edited after the fact shows up in ``ingestor schema status``.  A later migration is just
 the next file, e.g. ``0002_pipeline.sql``; it needs no marker when it is the same on every tier.
+
+A file that was deliberately rewritten names the checksums of its earlier texts with ``-- @supersedes: <sha256>``
+lines: a database that applied one of those is not reported as holding an edited migration (the rewrite must
+reach the same schema together with the migrations after it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ingestor.database.schema.tiers import Tier
 
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _MARKER = re.compile(r"^--\s*@tier:\s*(?P<spec>.*?)\s*$")
+_SUPERSEDES = re.compile(r"^--\s*@supersedes:\s*(?P<checksum>[0-9a-f]{64})\s*$")
 
 TIER_SETS: dict[str, frozenset[Tier]] = {
     "all": frozenset(Tier),
@@ -75,6 +80,12 @@ class Migration:
     description: str
     checksum: str
     sections: tuple[Section, ...]
+    superseded: frozenset[str] = frozenset()
+    """Checksums of earlier texts of this file that reach the same schema (``-- @supersedes:`` lines)."""
+
+    def matches(self, checksum: str) -> bool:
+        """True when ``checksum`` (recorded in a database's ledger) is this text's or one it supersedes."""
+        return checksum == self.checksum or checksum in self.superseded
 
     @property
     def filename(self) -> str:
@@ -112,7 +123,8 @@ def parse(filename: str, text: str) -> Migration:
     return Migration(
         version=match["version"], name=match["name"], description=_description(text) or match["name"],
         checksum=hashlib.sha256(text.encode()).hexdigest(),
-        sections=tuple(s for s in sections if s.sql.strip()))
+        sections=tuple(s for s in sections if s.sql.strip()),
+        superseded=frozenset(m["checksum"] for line in text.splitlines() if (m := _SUPERSEDES.match(line))))
 
 
 def _description(text: str) -> str:

@@ -294,7 +294,7 @@ async def schema_status(conn: asyncpg.Connection) -> SchemaStatus:
         pending=[m.version for m in migrations if m.version not in done],
         skipped=_all_skipped(ledger),
         checksum_mismatches=[row.version for row in ledger
-                             if row.version in known and known[row.version].checksum != row.checksum],
+                             if row.version in known and not known[row.version].matches(row.checksum)],
         unknown_versions=[row.version for row in ledger if row.version not in known],
         timescaledb_version=await timescaledb_version(conn),
     )

@@ -7,6 +7,11 @@
 -- not-full = postgres+apache; comma-separated).  When a section naming an object is skipped, the object and
 -- its reason ({edition} is replaced by the database's edition) are recorded in schema_version.skipped.
 -- The file runs in one transaction; schema_version is created and written by the runner, not here.
+--
+-- A line "-- @supersedes: <sha256>" names an earlier text of this file that databases may have applied: it
+-- reaches the same schema once the later migrations have run, so it is not reported as an edited migration.
+-- The 0.1 text created the dimension triggers one by one and the OEE and reliability views here (0004 now).
+-- @supersedes: 758f957f71aa506d5cec8691f69506f8f61eb23651a026acfc9fe7ee39777669
 
 -- @tier: all
 
@@ -341,61 +346,25 @@ CREATE TABLE system_metrics (
 CREATE INDEX idx_system_metrics_name_time ON system_metrics (metric_type, metric_name, recorded_at DESC);
 
 -- Each dimension: updated_at maintenance, and an audit row per real change (a no-op UPDATE records nothing).
-CREATE TRIGGER dim_site_updated_at BEFORE UPDATE ON dim_site
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_site AFTER INSERT OR DELETE ON dim_site
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('site_id');
-CREATE TRIGGER audit_dim_site_update AFTER UPDATE ON dim_site
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('site_id');
-
-CREATE TRIGGER dim_area_updated_at BEFORE UPDATE ON dim_area
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_area AFTER INSERT OR DELETE ON dim_area
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('area_id');
-CREATE TRIGGER audit_dim_area_update AFTER UPDATE ON dim_area
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('area_id');
-
-CREATE TRIGGER dim_work_center_updated_at BEFORE UPDATE ON dim_work_center
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_work_center AFTER INSERT OR DELETE ON dim_work_center
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('work_center_id');
-CREATE TRIGGER audit_dim_work_center_update AFTER UPDATE ON dim_work_center
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('work_center_id');
-
-CREATE TRIGGER dim_equipment_updated_at BEFORE UPDATE ON dim_equipment
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_equipment AFTER INSERT OR DELETE ON dim_equipment
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('equipment_id');
-CREATE TRIGGER audit_dim_equipment_update AFTER UPDATE ON dim_equipment
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('equipment_id');
-
-CREATE TRIGGER dim_product_updated_at BEFORE UPDATE ON dim_product
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_product AFTER INSERT OR DELETE ON dim_product
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('product_id');
-CREATE TRIGGER audit_dim_product_update AFTER UPDATE ON dim_product
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('product_id');
-
-CREATE TRIGGER dim_downtime_reason_updated_at BEFORE UPDATE ON dim_downtime_reason
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_downtime_reason AFTER INSERT OR DELETE ON dim_downtime_reason
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('reason_id');
-CREATE TRIGGER audit_dim_downtime_reason_update AFTER UPDATE ON dim_downtime_reason
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('reason_id');
-
-CREATE TRIGGER dim_shift_updated_at BEFORE UPDATE ON dim_shift
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_shift AFTER INSERT OR DELETE ON dim_shift
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('shift_id');
-CREATE TRIGGER audit_dim_shift_update AFTER UPDATE ON dim_shift
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('shift_id');
-
-CREATE TRIGGER dim_unit_updated_at BEFORE UPDATE ON dim_unit
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
-CREATE TRIGGER audit_dim_unit AFTER INSERT OR DELETE ON dim_unit
-    FOR EACH ROW EXECUTE FUNCTION audit_trigger_func('unit_id');
-CREATE TRIGGER audit_dim_unit_update AFTER UPDATE ON dim_unit
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION audit_trigger_func('unit_id');
+-- The same three triggers on every dimension, generated from (table, key column) so that they cannot drift.
+DO $$
+DECLARE
+    dim record;
+BEGIN
+    FOR dim IN SELECT * FROM (VALUES
+        ('dim_site', 'site_id'), ('dim_area', 'area_id'), ('dim_work_center', 'work_center_id'),
+        ('dim_equipment', 'equipment_id'), ('dim_product', 'product_id'), ('dim_downtime_reason', 'reason_id'),
+        ('dim_shift', 'shift_id'), ('dim_unit', 'unit_id')) AS d (tbl, key)
+    LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION set_updated_at()',
+                       dim.tbl || '_updated_at', dim.tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR DELETE ON %I '
+                       'FOR EACH ROW EXECUTE FUNCTION audit_trigger_func(%L)', 'audit_' || dim.tbl, dim.tbl, dim.key);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %I FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) '
+                       'EXECUTE FUNCTION audit_trigger_func(%L)', 'audit_' || dim.tbl || '_update', dim.tbl, dim.key);
+    END LOOP;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------------------
 -- fact_sensor_event storage per tier
@@ -429,101 +398,7 @@ SELECT add_compression_policy('fact_sensor_event', compress_after => INTERVAL '7
 
 -- @tier: all
 
--- OEE per production day, shift and equipment (ISO 22400).  date_id is the fact's site-local production day.
--- The ideal cycle time is the product's, else the equipment's theoretical rate; performance is NULL when
--- neither is known for a record that produced parts.  OEE is 0 when nothing ran (availability 0).
-CREATE MATERIALIZED VIEW view_oee_daily AS
-WITH production_summary AS (
-    SELECT p.date_id,
-           p.shift_id,
-           p.equipment_id,
-           sum(p.operating_time)                   AS total_operating_time,
-           sum(p.planned_production_time)          AS total_planned_time,
-           sum(p.total_parts_produced)             AS total_parts,
-           sum(p.good_parts)                       AS good_parts,
-           sum(p.total_parts_produced * ideal.cycle_ms) AS total_theoretical_time,
-           bool_and(ideal.cycle_ms IS NOT NULL OR p.total_parts_produced = 0) AS ideal_known
-    FROM fact_production p
-    JOIN dim_equipment e ON e.equipment_id = p.equipment_id
-    LEFT JOIN dim_product pr ON pr.product_id = p.product_id
-    CROSS JOIN LATERAL (
-        SELECT COALESCE(pr.target_cycle_time::numeric, 3600000.0 / NULLIF(e.theoretical_rate, 0)) AS cycle_ms
-    ) ideal
-    GROUP BY p.date_id, p.shift_id, p.equipment_id
-),
-raw_ratios AS (
-    SELECT s.*,
-           s.total_operating_time::double precision / NULLIF(s.total_planned_time, 0) AS raw_availability,
-           CASE WHEN s.ideal_known THEN
-               s.total_theoretical_time::double precision / NULLIF(s.total_operating_time, 0)
-           END AS raw_performance
-    FROM production_summary s
-),
-ratios AS (
-    -- Capped at 1 with CASE, not LEAST: LEAST(NULL, 1.0) is 1.0, which would turn "unknown" into 100 %.
-    SELECT r.*,
-           CASE WHEN r.raw_availability > 1 THEN 1.0 ELSE r.raw_availability END AS availability,
-           CASE WHEN r.raw_performance > 1 THEN 1.0 ELSE r.raw_performance END AS performance,
-           r.good_parts::double precision / NULLIF(r.total_parts, 0) AS quality
-    FROM raw_ratios r
-)
-SELECT date_id,
-       to_date(date_id::text, 'YYYYMMDD') AS production_date,
-       shift_id,
-       equipment_id,
-       total_operating_time,
-       total_planned_time,
-       total_parts,
-       good_parts,
-       availability,
-       performance,
-       quality,
-       CASE WHEN availability = 0 THEN 0.0 ELSE availability * performance * quality END AS oee
-FROM ratios
-WITH DATA;
-CREATE UNIQUE INDEX idx_oee_daily_pk ON view_oee_daily (date_id, shift_id, equipment_id);
-
--- MTBF and MTTR per equipment over the 90 days before the refresh (ISO 14224): MTBF = operating time /
--- number of failures, MTTR = failure downtime / number of failures.  Every equipment row is kept; with no
--- failure in the window MTBF and MTTR are NULL (not 0).
-CREATE MATERIALIZED VIEW view_reliability_summary AS
-WITH window_bounds AS (
-    SELECT now() - INTERVAL '90 days' AS window_start, now() AS window_end
-),
-failures AS (
-    SELECT d.equipment_id,
-           count(*)                             AS failure_count,
-           sum(d.downtime_duration) / 3600000.0 AS failure_hours
-    FROM fact_downtime d
-    JOIN dim_downtime_reason r ON r.reason_id = d.reason_id
-    CROSS JOIN window_bounds w
-    WHERE r.is_failure AND d.start_time >= w.window_start AND d.start_time < w.window_end
-    GROUP BY d.equipment_id
-),
-runtime AS (
-    SELECT p.equipment_id,
-           sum(p.operating_time) / 3600000.0 AS operating_hours
-    FROM fact_production p
-    CROSS JOIN window_bounds w
-    WHERE p.start_time >= w.window_start AND p.start_time < w.window_end
-    GROUP BY p.equipment_id
-)
-SELECT e.equipment_id,
-       e.equipment_code,
-       e.equipment_name,
-       COALESCE(f.failure_count, 0)                  AS failure_count,
-       COALESCE(r.operating_hours, 0)                AS operating_hours,
-       COALESCE(f.failure_hours, 0)                  AS total_failure_hours,
-       r.operating_hours / NULLIF(f.failure_count, 0) AS mtbf_hours,
-       f.failure_hours / NULLIF(f.failure_count, 0)   AS mttr_hours,
-       w.window_start,
-       w.window_end
-FROM dim_equipment e
-CROSS JOIN window_bounds w
-LEFT JOIN failures f ON f.equipment_id = e.equipment_id
-LEFT JOIN runtime r ON r.equipment_id = e.equipment_id
-WITH DATA;
-CREATE UNIQUE INDEX idx_reliability_summary_pk ON view_reliability_summary (equipment_id);
+-- view_oee_daily and view_reliability_summary are built on the formula functions of 0004_formulas.sql.
 
 -- sensor_5min_avg: 5-minute statistics per equipment and parameter, bad-quality readings left out.
 
