@@ -19,4 +19,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v -E "^WARNING: Location '.*' is ignored" >&2 || true
-.venv/bin/python -c 'import ingestor, connectors' # fails loudly if the install did not work
+# fails loudly if the install did not work, or did not register the connector types (entry points)
+.venv/bin/python -c 'from ingestor.config.registry import connector_types; import sys; sys.exit(not {"opcua", "modbus", "mqtt", "generate"} <= set(connector_types()))'
