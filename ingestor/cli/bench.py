@@ -32,13 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from ingestor.cli.common import EXIT_CONFIG
+from ingestor.cli.common import EXIT_CONFIG, database_url
 from ingestor.config import load_config
 from ingestor.contract import Reading
 from ingestor.database.config import DATABASE_URL_ENV
 from ingestor.database.connection import redact
-from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import apply_schema
+from ingestor.database.prepare import prepare_database
 from ingestor.service.logs import configure_logging
 
 EQUIPMENT = 50
@@ -125,11 +124,11 @@ async def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     config = load_config(config_path, environ={})
     conn = await asyncpg.connect(url)
     try:
-        report = await apply_schema(conn)
-        keys = await sync_dimensions(conn, config.plant)
+        prepared = await prepare_database(conn, config.database, config.plant)
     finally:
         await conn.close()
-    return {"tier": str(report.tier), "equipment": keys.equipment, "units": keys.units}
+    assert prepared.schema is not None  # the benchmark's configuration applies the schema
+    return {"tier": str(prepared.schema.tier), "equipment": prepared.keys.equipment, "units": prepared.keys.units}
 
 
 def _tuples(rows: int, start_us: int, keys: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -295,7 +294,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    dsn = args.dsn or os.environ.get(DATABASE_URL_ENV)
+    dsn = database_url(args.dsn, None)
     if not dsn:
         print(f"ingestor bench: give --dsn or set {DATABASE_URL_ENV}", file=sys.stderr)
         return EXIT_CONFIG

@@ -18,8 +18,8 @@ from ingestor.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, database_url
 from ingestor.config import IngestorConfig
 from ingestor.database.config import DATABASE_URL_ENV
 from ingestor.database.connection import DatabaseUnavailable, connect, redact
-from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import SchemaError, apply_schema, refresh_view
+from ingestor.database.prepare import prepare_database
+from ingestor.database.schema import SchemaError, refresh_view
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import from_us, to_us
 
@@ -77,9 +77,7 @@ def run(args: argparse.Namespace) -> int:
 async def _derive(config: IngestorConfig, url: str, args: argparse.Namespace) -> int:
     conn = await connect(url, config.database.connect_timeout)
     try:
-        if config.database.apply_schema:
-            await apply_schema(conn, timescaledb=config.database.timescaledb)
-        await sync_dimensions(conn, config.plant)
+        await prepare_database(conn, config.database, config.plant)
         deriver = Deriver(config.plant, config.derivation, config.instance_id)
         plans = await deriver.prepare(conn)
         known = {p.code for p in plans}

@@ -26,8 +26,8 @@ from ingestor.config.model import IngestorConfig
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, get_logger, now_us
 from ingestor.daemon.supervisor import ConnectorSupervisor
-from ingestor.database.dimensions import DimensionKeys, sync_dimensions
-from ingestor.database.schema import apply_schema
+from ingestor.database.dimensions import DimensionKeys
+from ingestor.database.prepare import prepare_database
 from ingestor.derive.task import DerivationTask, stop_task
 from ingestor.pipeline import metrics
 from ingestor.pipeline.queue import ReadingQueue
@@ -54,7 +54,6 @@ class Daemon:
         self.spool = AsyncSpool(Spool(pipeline.spool_dir, config.instance_id, pipeline.durability))
         self.spooler = Spooler(self.queue, self.spool, pipeline)
         self.schema_ready = asyncio.Event()
-        self._schema_applied = False
         self.writer = SpoolWriter(self.spool, self.spooler, pipeline, url=self.url, instance_id=config.instance_id,
                                   prepare=self._prepare_database, connect_timeout=config.database.connect_timeout,
                                   retry=config.database.reconnect, on_connected=self.schema_ready.set)
@@ -82,13 +81,13 @@ class Daemon:
     async def _prepare_database(self, conn: asyncpg.Connection) -> DimensionKeys:
         """What the writer's every new connection needs first: the schema (applied once per process, when
         ``database.apply_schema``) and the plant's dimensions synced."""
-        database = self.config.database
-        if database.apply_schema and not self._schema_applied:
-            report = await apply_schema(conn, timescaledb=database.timescaledb)
+        prepared = await prepare_database(conn, self.config.database, self.config.plant,
+                                          apply=not self.schema_ready.is_set())
+        if prepared.schema is not None:
+            report = prepared.schema
             log.info("schema ready", tier=str(report.tier), version=report.current_version,
                      applied=report.applied, skipped=[s.object for s in report.skipped])
-            self._schema_applied = True
-        keys = await sync_dimensions(conn, self.config.plant)
+        keys = prepared.keys
         changed = {table: n for table, n in keys.changed.items() if n}
         log.info("dimensions synced", equipment=len(keys.equipment), changed=changed or "nothing")
         return keys
