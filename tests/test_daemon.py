@@ -91,6 +91,12 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
         assert written and float(written[0].split()[1]) > 0
         assert 'ingestor_connector_state{connector="gen",state="connected"} 1.0' in metrics
         assert http_get(f"http://127.0.0.1:{port}/nothing")[0] == 404
+        # the operator page's view: each tag's last reading, as the pipeline accepted it
+        status, body = http_get(f"http://127.0.0.1:{port}/api/status")
+        assert status == 200, body
+        tags = {(t["connector"], t["equipment"], t["parameter"]): t for t in json.loads(body)["tags"]}
+        assert set(tags) == {("gen", "M1", "temperature"), ("gen", "M1", "parts_total"), ("gen", "M2", "current")}
+        assert 20 <= tags["gen", "M1", "temperature"]["value"] <= 80
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

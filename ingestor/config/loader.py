@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ingestor.api.auth import tokens_problem
 from ingestor.config.checks import check_connectors
 from ingestor.config.model import AnyConnectorConfig, IngestorConfig
 from ingestor.config.problems import ConfigError, Problem
@@ -48,6 +49,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Inge
         problems.extend(_problems_from(exc, doc, IngestorConfig))
     problems.extend(Problem(*_position(doc, loc), format_loc(loc), message, doc.path)
                     for loc, message in _cross_check(doc.data, config))
+    if config is not None:
+        tokens = tokens_problem(config.http, env)
+        if tokens is not None:
+            loc: Loc = ("http", "credentials_file") if config.http.credentials_file else ("http", "listen")
+            problems.append(Problem(*_position(doc, loc), format_loc(loc), tokens, doc.path))
     override = env.get(DATABASE_URL_ENV)
     if override:
         try:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from ingestor.api.config import HttpConfig
 from ingestor.config.registry import config_union
 from ingestor.contract import ConnectorConfig, StrictModel
 from ingestor.database.config import DatabaseConfig
 from ingestor.derive.config import DerivationConfig
 from ingestor.pipeline.config import PipelineConfig
 from ingestor.plant import PlantConfig
-from ingestor.service.http import HttpConfig
 from ingestor.service.logs import LoggingConfig
 
 if TYPE_CHECKING:  # for the type checker, any connector's configuration is a ConnectorConfig

@@ -22,6 +22,9 @@ from typing import Any
 
 import asyncpg
 
+from ingestor.api.auth import TokenError
+from ingestor.api.server import ApiServer, ListenError
+from ingestor.api.state import ApiState
 from ingestor.config.model import IngestorConfig
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, get_logger, now_us
@@ -34,7 +37,6 @@ from ingestor.pipeline.queue import ReadingQueue
 from ingestor.pipeline.spool import AsyncSpool, Spool, SpoolError
 from ingestor.pipeline.spooler import Spooler
 from ingestor.pipeline.writer import SpoolWriter
-from ingestor.service.http import HealthServer
 from ingestor.service.logs import configure_logging
 from ingestor.service.refresh import ViewRefresher
 
@@ -67,7 +69,7 @@ class Daemon:
         ]
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
         metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
-        self.health: HealthServer | None = None
+        self.health: ApiServer | None = None
         self._stop = asyncio.Event()
         self._finishing = asyncio.Event()
         self._signals = 0
@@ -109,6 +111,10 @@ class Daemon:
             "connectors": {s.name: s.status() for s in self.supervisors},
         }
 
+    def tags(self) -> list[dict[str, Any]]:
+        """Each tag's last reading (the operator page)."""
+        return self.queue.last_readings()
+
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         if self._signals == 1:
@@ -142,7 +148,12 @@ class Daemon:
                              readings=self.spool.spool.readings, batches=self.spool.spool.batches)
                 await self.spooler.load_keys()
                 if self.config.http.enabled:
-                    self.health = await stack.enter_async_context(HealthServer(self.config.http, self.status))
+                    try:
+                        api = ApiState(self.config.http, self.url, plant=self.config.plant, live=self)
+                        self.health = await stack.enter_async_context(ApiServer(api))
+                    except (ListenError, TokenError) as exc:
+                        log.error("cannot start", error=str(exc))
+                        return 1
                 stack.push_async_callback(self.writer.close)
                 spooler = asyncio.create_task(self.spooler.run(), name="spooler")
                 writer = asyncio.create_task(self.writer.run(self._finishing), name="writer")

@@ -37,6 +37,7 @@ class ReadingQueue:
         self._changed = asyncio.Condition()
         self._closed = False
         self.accepted = 0
+        self._last: dict[str, dict[tuple[str, str], Reading]] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -48,7 +49,13 @@ class ReadingQueue:
 
     def sink_for(self, connector: str) -> ConnectorSink:
         """The :class:`~ingestor.contract.ReadingSink` handed to one connector."""
-        return ConnectorSink(self, connector)
+        return ConnectorSink(self, connector, self._last.setdefault(connector, {}))
+
+    def last_readings(self) -> list[dict[str, object]]:
+        """The last reading the pipeline accepted of each equipment parameter, per connector."""
+        return [{"connector": connector, "equipment": r.equipment, "parameter": r.parameter, "value": r.value,
+                 "unit": r.unit, "quality": int(r.quality), "timestamp_us": r.timestamp_us}
+                for connector, last in self._last.items() for r in list(last.values())]
 
     async def put(self, readings: Sequence[Reading], on_durable: Callable[[], None] | None, connector: str) -> None:
         if not readings:
@@ -106,16 +113,31 @@ class ReadingQueue:
             self._changed.notify_all()
 
 
+MAX_TRACKED = 100_000
+"""Most equipment parameters whose last reading one connector's sink remembers (for the operator page)."""
+
+
 class ConnectorSink:
-    """One connector's handle on the queue (so metrics know who sent what)."""
+    """One connector's handle on the queue (so metrics know who sent what), remembering the last reading of
+    each equipment parameter it accepted."""
 
-    __slots__ = ("_connector", "_queue")
+    __slots__ = ("_connector", "_last", "_queue")
 
-    def __init__(self, queue: ReadingQueue, connector: str) -> None:
+    def __init__(self, queue: ReadingQueue, connector: str, last: dict[tuple[str, str], Reading]) -> None:
         self._queue = queue
         self._connector = connector
+        self._last = last
 
     async def put(self, readings: Sequence[Reading], on_durable: Callable[[], None] | None = None) -> None:
         await self._queue.put(readings, on_durable, self._connector)
+        last = self._last
+        if len(last) < MAX_TRACKED:
+            for reading in readings:
+                last[reading.equipment, reading.parameter] = reading
+        else:  # full: only keep known ones fresh
+            for reading in readings:
+                key = (reading.equipment, reading.parameter)
+                if key in last:
+                    last[key] = reading
 
 
