@@ -7,7 +7,8 @@ the same way.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -23,17 +24,32 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or refused the connection."""
 
 
+_SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile"})
+_KEYWORD_SECRET = re.compile(r"""\b(password|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)""", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and summaries."""
+    """The database URL (or libpq ``key=value`` string) with every password replaced by ``***``: the
+    ``user:password@`` form, a ``?password=`` or ``sslpassword=`` parameter, and ``password=`` keywords.
+    For logs, summaries and error texts."""
+    if "://" not in url:  # a libpq keyword string, or not a URL at all
+        return _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}=***", url)
     try:
         parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+                query = "&".join(f"{key}=***" if key.lower() in _SECRET_PARAMS else f"{key}={value}"
+                                 for key, value in pairs)
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparseable database URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 async def connect(url: str, timeout: float = 10.0) -> asyncpg.Connection:
