@@ -17,6 +17,16 @@ if [ ! -x .venv/bin/python ]; then
         "$PYTHON" -m venv .venv
     fi
 fi
+# The operator page's browser test drives Debian's Chromium through its ChromeDriver (tests/test_operator_page.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup.sh: installing chromium and chromium-driver (the operator page's browser test)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+    else
+        echo "setup.sh: chromium and chromium-driver are missing; install them (apt-get install chromium chromium-driver)" >&2
+    fi
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v -E "^WARNING: Location '.*' is ignored" >&2 || true
 # fails loudly if the install did not work, or did not register the connector types (entry points)
