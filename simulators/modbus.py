@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -176,7 +177,7 @@ class ModbusSimulator:
                  speed: float = 1.0, trace: Sequence[Any] | None = None, loop_trace: bool = False,
                  max_registers: int | None = None, max_bits: int | None = None, refuse_with: int = 3,
                  scratch_unit: int | None = None, silent_units: Iterable[int] = (), bench_registers: int = 0,
-                 step: float = 0.1) -> None:
+                 step: float = 0.1, short_answers_from: dict[int, int] | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.machines = list(machines) if machines is not None else default_machines(3)
@@ -185,6 +186,10 @@ class ModbusSimulator:
         self.trace, self.loop_trace = trace, loop_trace
         self.max_registers, self.max_bits, self.refuse_with = max_registers, max_bits, refuse_with
         self.silent_units = set(silent_units)
+        self.short_answers_from = dict(short_answers_from or {})
+        """Per unit: a register read reaching this address or beyond is answered with only the registers
+        before it, and no exception (as some gateways answer a read past the end of their mapped area)."""
+        self.short_answers: Counter[int] = Counter()
         self.bench_registers = bench_registers
         self.units: dict[int, UnitMemory] = {}
         self.machine_units: dict[int, Machine] = {}
@@ -361,6 +366,11 @@ class ModbusSimulator:
         if table is not None and limit is not None and count > limit:
             self.refused[(unit, function)] += 1
             return _Refusal(pdu, self.refuse_with)
+        end = self.short_answers_from.get(unit)
+        address = int(getattr(pdu, "address", 0) or 0)
+        if table in ("holding", "input") and end is not None and address + count > end:
+            self.short_answers[unit] += 1
+            return _ShortAnswer(pdu, self.units[unit].table(table)[address:end] if address < end else [])
         return pdu
 
 
@@ -374,6 +384,20 @@ class _Refusal(ModbusPDU):
 
     async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
         return ExceptionResponse(self.function_code, self.code)
+
+
+class _ShortAnswer(ModbusPDU):
+    """Stands in for a register read the simulator answers short: fewer registers than asked, no exception."""
+
+    def __init__(self, request: ModbusPDU, registers: Sequence[int]) -> None:
+        super().__init__(transaction_id=request.transaction_id, dev_id=request.dev_id)
+        self.function_code = request.function_code
+        self.answer = list(registers)
+
+    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+        response = (ReadHoldingRegistersResponse if self.function_code == 3 else ReadInputRegistersResponse)(
+            dev_id=self.dev_id, transaction_id=self.transaction_id, registers=self.answer)
+        return response
 
 
 # --- the command -----------------------------------------------------------------------------------------

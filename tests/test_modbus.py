@@ -334,6 +334,37 @@ async def test_a_bad_tag_is_counted_and_logged_once_while_the_others_keep_flowin
     assert warnings[0][1]["tag"] == "PRESS-01.wrong_address (holding 50)"
 
 
+async def test_a_short_answer_splits_the_read_so_every_readable_tag_keeps_flowing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[tuple[str, str, dict[str, Any]]] = []
+
+    class Recorder:
+        def __getattr__(self, level: str) -> Callable[..., None]:
+            return lambda event, **fields: logged.append((level, event, fields))
+
+    monkeypatch.setattr(modbus_connector, "log", Recorder())
+    # a gateway that answers a read reaching past address 1003 with only the registers before it, no exception
+    simulator = ModbusSimulator(default_machines(1), port=free_port(), scratch_unit=SCRATCH,
+                                short_answers_from={SCRATCH: 503})
+    tags = [{"equipment": "M1", "parameter": f"r{address}", "register": "holding", "address": address,
+             "data_type": "uint16"} for address in (500, 501, 502, 503)]
+    config = modbus_config(simulator.port, [{"unit_id": SCRATCH, "name": "scratch", "tags": tags}])
+    async with simulator:
+        simulator.units[SCRATCH].write("holding", 500, [10, 11, 12, 13])
+        async with Running(config) as run:
+            await wait_for(lambda: all(len(run.values(f"r{a}", "M1")) >= 3 for a in (500, 501, 502)), 10,
+                           "the three tags the gateway answers for")
+            status = run.status("scratch")
+    assert [run.values(f"r{a}", "M1")[-1] for a in (500, 501, 502)] == [10, 11, 12]
+    assert not run.values("r503", "M1")
+    assert status["split_reads"] >= 1
+    assert set(status["failing_tags"]) == {"M1.r503 (holding 503)"}
+    # the one unreadable tag is logged once, not on every poll, and nothing claims the device came back
+    failures = [(event, fields) for level, event, fields in logged if level in ("warning", "error")]
+    assert len(failures) == 1 and failures[0][1]["tag"] == "M1.r503 (holding 503)", failures
+    assert not [event for _, event, _ in logged if "answering again" in event]
+
+
 async def test_a_silent_device_times_out_without_stopping_the_other_device_on_the_link(
         simulator: ModbusSimulator) -> None:
     config = modbus_config(simulator.port, [

@@ -67,7 +67,10 @@ LAST_SUCCESS = Gauge("ingestor_modbus_device_last_success_timestamp_seconds",
 EXCEPTION_REASONS = {1: "illegal_function", 2: "illegal_data_address", 3: "illegal_data_value",
                      4: "device_failure", 5: "acknowledge", 6: "device_busy", 8: "memory_parity_error",
                      10: "gateway_path_unavailable", 11: "gateway_no_response"}
-SPLIT_ON = (2, 3)
+SHORT_ANSWER = -1
+"""Not a Modbus code: the device answered a read with fewer values than asked and no exception (some gateways
+do near the end of their mapped area)."""
+SPLIT_ON = (2, 3, SHORT_ANSWER)
 """Exception codes that make a merged read split: illegal data address, illegal data value (too large)."""
 GATEWAY_CODES = (10, 11)
 """Exceptions a gateway sends for the device behind it: path unavailable, target failed to respond."""
@@ -353,11 +356,12 @@ class ModbusConnector:
         device.set_up(True)
         device.last_success = time.time()
         device.m_last_success.set(device.last_success)
-        self._repeats.recovered(("device", device.label), "device answering again", connector=self.name,
-                                device=device.label)
         values: Sequence[Any] = response.bits if table in BIT_TABLES else response.registers
         if len(values) < request.count:
-            raise _ReadFailed("protocol_error", f"asked for {request.count} values, got {len(values)}")
+            raise _ReadFailed("short_answer", f"asked for {request.count} values, got {len(values)}", SHORT_ANSWER)
+        # failure state is per read: another read of the device succeeding says nothing about this one
+        self._repeats.recovered(("read", device.label, str(request)), "modbus read answering again",
+                                connector=self.name, device=device.label, read=str(request))
         return values
 
     def _read_failed(self, device: Device, request: ReadRequest, failure: _ReadFailed) -> None:
@@ -370,7 +374,8 @@ class ModbusConnector:
                                  connector=self.name, device=device.label, tag=tags[0].label,
                                  reason=failure.reason, error=str(failure))
         else:  # the device did not answer, or refused a read that cannot be asked in parts
-            self._repeats.failed(("device", device.label), "modbus device read failed", connector=self.name,
+            self._repeats.failed(("read", device.label, str(request)), "modbus device read failed",
+                                 connector=self.name,
                                  device=device.label, read=str(request), tags=len(tags), reason=failure.reason,
                                  error=str(failure))
 
