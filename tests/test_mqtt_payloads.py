@@ -219,6 +219,26 @@ def test_timestamps(raw: object, fmt: str, expected: int) -> None:
     assert to_timestamp_us(raw, fmt) == expected
 
 
+@pytest.mark.parametrize("raw", [
+    253_402_300_799,          # 9999-12-31 in seconds: a size-based guess read it as ms, 1978-01-11
+    253_402_300_799_000,      # the same in ms: not 2000..2200 in any unit
+    12_345,                   # a counter, not a time
+    -1_700_000_000,
+    8e11,                     # between the seconds and the milliseconds ranges
+])
+def test_an_epoch_number_in_no_plausible_unit_is_refused_not_guessed(raw: float) -> None:
+    with pytest.raises(Malformed) as info:
+        to_timestamp_us(raw, "auto")
+    assert info.value.reason == "bad_timestamp"
+
+
+def test_a_named_unit_is_taken_as_given() -> None:
+    with pytest.raises(Malformed):   # year 9999 is refused even in the right unit: outside 1970..2200
+        to_timestamp_us(253_402_300_799, "epoch_s")
+    assert to_timestamp_us(946_684_799, "epoch_s") == 946_684_799_000_000   # 1999: fine when the unit is named
+    assert to_timestamp_us(1_700_000_000_000_000_000, "epoch_ns") == 1_700_000_000_000_000
+
+
 def test_timestamp_formats_are_enforced_when_configured() -> None:
     with pytest.raises(Malformed):
         to_timestamp_us(1_700_000_000, "iso8601")

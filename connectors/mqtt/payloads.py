@@ -71,6 +71,11 @@ def to_number(raw: Any, what: str = "value") -> float:
 
 
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1, "epoch_ns": 0.001}
+_GUESS_FROM_US = 946_684_800_000_000      # 2000-01-01: the guess places a number only in 2000..2200
+"""An epoch number is read in the one unit (s, ms, µs, ns) that puts it between 2000 and 2200; the four
+ranges do not overlap, so the guess is never ambiguous.  A number in none of them (253402300799: year 9999 in
+seconds, which a size-based guess took for milliseconds, 1978) is refused as ``bad_timestamp``, never stored at
+a wrong time; ``timestamp_format`` names the unit where a source really sends older or stranger times."""
 
 
 def to_timestamp_us(raw: Any, fmt: str = "auto") -> int:
@@ -93,9 +98,11 @@ def to_timestamp_us(raw: Any, fmt: str = "auto") -> int:
             if not math.isfinite(number):
                 raise Malformed("bad_timestamp", f"timestamp {_short(raw)} is not finite")
             if fmt == "auto":
-                magnitude = abs(number)
-                fmt = ("epoch_s" if magnitude < 1e11 else "epoch_ms" if magnitude < 1e14
-                       else "epoch_us" if magnitude < 1e17 else "epoch_ns")
+                fmt = next((unit for unit, scale in _EPOCH_SCALE.items()
+                            if _GUESS_FROM_US <= number * scale < _MAX_US), "")
+                if not fmt:
+                    raise Malformed("bad_timestamp", f"epoch timestamp {_short(raw)} is 2000..2200 in no unit "
+                                                     "(s, ms, us, ns); set timestamp_format to say which")
             micros = int(number * _EPOCH_SCALE[fmt] + (0.5 if number >= 0 else -0.5))
         else:
             assert isinstance(raw, str)
