@@ -4,16 +4,23 @@ pipeline's figures with no console error."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
+from ingestor.api.routes import page
 from ingestor.api.routes.page import STATIC
 
 from .api_helpers import api_client, api_state
@@ -155,3 +162,119 @@ def _number(text: str) -> float:
         return float("-inf")
 
 
+
+
+HOSTILE = '<img src=x onerror="window.injected=1">'
+
+
+def _stand_in_api() -> tuple[FastAPI, list[dict[str, str]]]:
+    """The page's router in front of stand-ins for the endpoints other branches build (the shift's OEE, the
+    events WebSocket with the documented envelope), all behind a read token, with a hostile tag name."""
+    app = FastAPI(openapi_url="/api/openapi.json")
+    app.include_router(page.router)
+    connections: list[dict[str, str]] = []
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {READ}"
+
+    @app.get("/api/status")
+    async def status(request: Request) -> Response:
+        if not authorized(request):
+            return JSONResponse({"status": 401, "title": "authentication required"}, status_code=401)
+        return JSONResponse({
+            "ready": True, "instance_id": "stand-in", "now_us": 1_000_000_000, "oldest_unwritten_age_s": 0.2,
+            "database": {"connected": True, "watermark": 7}, "queue": {"readings": 0, "capacity": 10},
+            "spool": {"readings": 0, "batches": 0, "bytes": 0}, "connectors": {},
+            "tags": [{"connector": "c", "equipment": "M1", "parameter": HOSTILE, "value": 1.5, "unit": "",
+                      "quality": 0, "timestamp_us": 999_000_000}]})
+
+    @app.get("/api/manufacturing-metrics/oee/live")
+    async def oee(request: Request) -> Response:
+        if not authorized(request):
+            return JSONResponse({"status": 401}, status_code=401)
+        return JSONResponse([{"equipment": {"code": "M1", "name": "Machine 1"},
+                              "metrics": {"availability": 90.0, "performance": 80.0, "quality": 99.0,
+                                          "oee": 71.3}}])
+
+    # FastAPI leaves WebSocket routes out of the schema; the page connects only when the schema lists the
+    # path, so the events endpoint documents itself with a plain-HTTP answer at the same path
+    @app.get("/api/events", status_code=426)
+    async def events_over_http() -> Response:
+        return Response(status_code=426, headers={"Upgrade": "websocket"})
+
+    @app.websocket("/api/events")
+    async def events(socket: WebSocket) -> None:
+        query = dict(socket.query_params)
+        connections.append(query)
+        if query.get("access_token") != READ:
+            await socket.close(code=1008)
+            return
+        await socket.accept()
+        event_id = int(query.get("since", "0")) + 1
+        await socket.send_text(json.dumps({
+            "id": event_id, "type": "downtime", "timestamp": "2026-12-03T10:00:00Z", "equipmentId": 1,
+            "equipmentCode": "M1", "data": {"reason": {"code": "JAM", "description": HOSTILE}}}))
+        if event_id == 1:
+            await socket.close()  # the page must come back with since=1
+        else:
+            with contextlib.suppress(WebSocketDisconnect):
+                await socket.receive_text()
+
+    return app, connections
+
+
+@pytest.fixture
+def stand_in() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    app, connections = _stand_in_api()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "the stand-in API")
+        yield f"http://127.0.0.1:{server.config.port}", connections
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_the_page_asks_for_the_token_and_shows_oee_and_downtime_escaped(
+        stand_in: tuple[str, list[dict[str, str]]], chromium: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, connections = stand_in
+    driver: WebDriver = chromium  # type: ignore[assignment]
+    wait = WebDriverWait(driver, 15, poll_frequency=0.1)
+
+    def text(selector: str) -> str:
+        return str(driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';", selector))
+
+    driver.get(base + "/")
+    form = wait.until(lambda d: (f := d.find_element(By.ID, "token-form")).is_displayed() and f)
+    form.find_element(By.ID, "token").send_keys(READ)
+    form.find_element(By.CSS_SELECTOR, "button").click()
+
+    # the tag with an HTML-looking name is shown as text, not parsed
+    wait.until(lambda _: text("#tags tr[data-tag] td:nth-child(3)") == HOSTILE)
+    # the shift's OEE per machine, with its three bars
+    wait.until(lambda _: "71.3" in text('#oee [data-equipment="M1"]'))
+    widths = driver.execute_script(
+        "return [...document.querySelectorAll('#oee .bar > span')].map(s => s.style.width);")
+    assert widths == ["90%", "80%", "99%"]
+    # downtime events arrive, and after the server closed the socket the page came back with since=<last id>
+    wait.until(lambda _: len(driver.find_elements(By.CSS_SELECTOR, "#downtime li")) == 2)
+    assert HOSTILE in text("#downtime li")
+    assert driver.execute_script("return document.querySelectorAll('main img').length") == 0
+    assert driver.execute_script("return window.injected === undefined")
+    assert connections[0]["types"] == "downtime" and connections[0]["access_token"] == READ
+    assert "since" not in connections[0] and connections[1]["since"] == "1"
+    assert driver.execute_script("return sessionStorage.getItem('ingestor.readToken')") == READ
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "operator-page-oee-downtime.png"))
+
+    # the one expected console error is the first request's 401, which made the page ask for the token
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
+    assert not severe, severe
