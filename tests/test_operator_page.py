@@ -112,6 +112,11 @@ def test_the_page_shows_the_live_daemon_in_a_real_browser(daemon: str, chromium:
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # what the page computes from: a count per connector (rates) and the age of the oldest unwritten reading
+    status = json.loads(http_get(daemon + "/api/status")[1])
+    assert status["connectors"]["gen"]["readings_received"] > 0
+    assert 0 <= status["oldest_unwritten_age_s"] < 30
+
     driver: WebDriver = chromium  # type: ignore[assignment]
     wait = WebDriverWait(driver, 15, poll_frequency=0.1)
     driver.get(daemon + "/")
