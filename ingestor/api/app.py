@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from ingestor import __version__
 from ingestor.api.auth import require_read
 from ingestor.api.problems import install_problem_handlers
-from ingestor.api.routes import health
+from ingestor.api.routes import health, page
 from ingestor.api.state import ApiState
 
 OPENAPI_URL = "/api/openapi.json"
@@ -30,6 +30,7 @@ def create_app(state: ApiState) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=state.config.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.include_router(health.router)
+    app.include_router(page.router)  # the page is open; the data it fetches is not
     read = [Depends(require_read)]
     for router in _resource_routers():
         app.include_router(router, dependencies=read)

@@ -106,9 +106,11 @@ class Daemon:
             "database": {"connected": self.writer.connected, "schema_ready": self.schema_ready.is_set(),
                          "watermark": self.writer.watermark, "last_error": self.writer.last_error},
             "queue": {"readings": len(self.queue), "capacity": self.queue.capacity},
+            "oldest_unwritten_age_s": round(self.oldest_unwritten_age(), 3),
             "spool": {"readings": spool.readings, "batches": spool.batches, "bytes": spool.bytes_used,
                       "limit_bytes": self.config.pipeline.spool_max_bytes},
-            "connectors": {s.name: s.status() for s in self.supervisors},
+            "connectors": {s.name: {**s.status(), "readings_received": self.queue.received.get(s.name, 0)}
+                           for s in self.supervisors},
         }
 
     def tags(self) -> list[dict[str, Any]]:

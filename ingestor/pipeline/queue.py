@@ -37,6 +37,8 @@ class ReadingQueue:
         self._changed = asyncio.Condition()
         self._closed = False
         self.accepted = 0
+        self.received: dict[str, int] = {}
+        """Readings accepted per connector (the operator page's rates; Prometheus has the same per label)."""
         self._last: dict[str, dict[tuple[str, str], Reading]] = {}
 
     def __len__(self) -> int:
@@ -75,6 +77,7 @@ class ReadingQueue:
             self._entries.append(Entry(readings, on_durable))
             self._size += len(readings)
             self.accepted += len(readings)
+            self.received[connector] = self.received.get(connector, 0) + len(readings)
             metrics.READINGS_RECEIVED.labels(connector).inc(len(readings))
             self._changed.notify_all()
 
