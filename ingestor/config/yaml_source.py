@@ -103,9 +103,28 @@ def load_yaml(path: str | Path) -> Document:
     return parse_yaml(text, name)
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and sequences a configuration may have (a real one needs fewer than ten)."""
+MAX_ALIAS_EXPANSION = 500_000
+"""Most values that aliases (``*anchor``, ``<<: *defaults``) may repeat in all.  Using an anchor for shared
+defaults costs a few values per use; an alias bomb (anchors nesting anchors, nine of nine of nine …) expands
+exponentially and is refused after this many, in about a second, instead of eating memory for ever."""
+
+
+class _Budget:
+    __slots__ = ("repeated", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeated = 0
+
+
 def parse_yaml(text: str, name: str = "<string>") -> Document:
     """Parse YAML text into a :class:`Document`; raises :class:`YamlError` with a position."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(name, text, exc) from None
     try:
         root = loader.get_single_node()
         doc = Document(name, None)
@@ -113,18 +132,42 @@ def parse_yaml(text: str, name: str = "<string>") -> Document:
             doc.data = {}
             return doc
         doc.value_marks[()] = _mark(root)
-        doc.data = _build(loader, root, (), doc)
+        doc.data = _build(loader, root, (), doc, _Budget())
         return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark else None
         problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
         raise YamlError(name, where, f"invalid YAML: {problem}") from exc
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(name, text, exc) from None
+    except RecursionError:
+        raise YamlError(name, None, f"invalid YAML: nested deeper than the parser can follow "
+                                    f"(a configuration nests at most {MAX_DEPTH} levels)") from None
     finally:
         loader.dispose()
 
 
-def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: Document) -> Any:
+def _reader_error(name: str, text: str, exc: yaml.reader.ReaderError) -> YamlError:
+    """A NUL byte or a control character: PyYAML gives only an offset, we give the line and column."""
+    where = Mark(text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position))
+    character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return YamlError(name, where, f"invalid YAML: the character U+{ord(character):04X} is not allowed in a "
+                                  "configuration (a control character or NUL byte)")
+
+
+def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: Document, budget: _Budget) -> Any:
+    if id(node) in budget.seen:
+        budget.repeated += 1
+        if budget.repeated > MAX_ALIAS_EXPANSION:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"aliases repeat more than {MAX_ALIAS_EXPANSION:,} values (anchors nesting other "
+                            "anchors?); refusing the document", node.start_mark)
+    else:
+        budget.seen.add(id(node))
+    if len(path) > MAX_DEPTH:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"nested deeper than {MAX_DEPTH} levels", node.start_mark)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
         result: dict[Any, Any] = {}
@@ -138,13 +181,13 @@ def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: Document) -> Any:
                 doc.duplicate_keys.append((child, _mark(key_node)))
             doc.key_marks[child] = _mark(key_node)
             doc.value_marks[child] = _mark(value_node)
-            result[key] = _build(loader, value_node, child, doc)
+            result[key] = _build(loader, value_node, child, doc, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item_node in enumerate(node.value):
             child = (*path, index)
             doc.value_marks[child] = _mark(item_node)
-            items.append(_build(loader, item_node, child, doc))
+            items.append(_build(loader, item_node, child, doc, budget))
         return items
     return loader.construct_object(node, deep=True)

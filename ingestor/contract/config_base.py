@@ -8,6 +8,7 @@ them ("500ms", "2s", "5m", "1h") and stored as seconds; sizes ("512MiB", "2GB") 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -28,13 +29,18 @@ class StrictModel(BaseModel):
 def _parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 500ms, 2s, 5m or 1h")
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError(f"expected a duration such as 500ms, 2s, 5m or 1h, got {value!r}")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None:
+        raise ValueError(f"expected a duration such as 500ms, 2s, 5m or 1h, got {value!r}")
+    if not math.isfinite(seconds):  # .inf passed every bound and then stalled the pipeline silently
+        raise ValueError(f"a duration must be finite, got {value!r}")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -21,6 +22,15 @@ def check_url(value: str) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme not in ("postgresql", "postgres"):
         raise ValueError("expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    try:
+        for host in urlsplit(value).netloc.rpartition("@")[2].split(","):  # libpq allows host1:5432,host2:5433
+            port = host.rpartition("]")[2].rpartition(":")[2] if ":" in host.rpartition("]")[2] else ""
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"the port of {host.rpartition(':')[0] or host!r} must be a number 1..65535")
+    except ValueError as exc:
+        if "port of" in str(exc):
+            raise
+        raise ValueError("not a valid URL (check the brackets around an IPv6 address)") from None
     return value
 
 
