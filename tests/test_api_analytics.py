@@ -16,13 +16,16 @@ Times below are UTC; each production record's downtime is exactly its planned mi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pytest import approx
 
 from ingestor.database import analytics
@@ -31,6 +34,7 @@ from ingestor.database.dimensions import DimensionKeys, sync_dimensions
 from ingestor.database.schema import apply_schema, refresh_view
 from ingestor.plant import PlantConfig
 
+from .api_helpers import api_client, api_state
 from .conftest import Database
 
 H = 3_600_000  # one hour in milliseconds
@@ -331,7 +335,9 @@ async def test_production(conn: asyncpg.Connection) -> None:
 
 
 async def test_downtime_pareto(conn: asyncpg.Connection) -> None:
-    got = await analytics.downtime_pareto(conn, WINDOW, PlantScope())
+    pareto = await analytics.downtime_pareto(conn, WINDOW, PlantScope())
+    assert pareto.total_hours == 15.0
+    got = pareto.reasons
     # OEE downtime in the window: mechanical 0.5 + 2 (PRESS1) + 2 (CNC1) = 4.5 h, no operator 4 h, electrical
     # 1.5 + 1 = 2.5 h, material 2 h, tool change 2 h: 15 h.  Scheduled maintenance does not affect OEE; the
     # ROBOT1 failures of 7 and 11 June are outside.  Material shortage crosses 80 % (73.3 % → 86.7 %): in the head.
@@ -345,14 +351,14 @@ async def test_downtime_pareto(conn: asyncpg.Connection) -> None:
     ]
     assert got[0].description == "Mechanical failure"
     # Early shifts only (by the production record covering each stop's start): no-operator was in a night shift.
-    got = await analytics.downtime_pareto(conn, WINDOW, PlantScope(shifts=("EARLY",)))
+    got = (await analytics.downtime_pareto(conn, WINDOW, PlantScope(shifts=("EARLY",)))).reasons
     assert [(x.code, x.hours, x.cumulative_share, x.in_head) for x in got] == [
         ("MECH_FAIL", 4.5, approx(4.5 / 11), True),
         ("ELEC_FAIL", 2.5, approx(7 / 11), True),
         ("MAT_SHORT", 2.0, approx(9 / 11), True),
         ("TOOL_CHANGE", 2.0, approx(1.0), False),
     ]
-    got = await analytics.downtime_pareto(conn, WINDOW, PlantScope(equipment=("ROBOT1",)))
+    got = (await analytics.downtime_pareto(conn, WINDOW, PlantScope(equipment=("ROBOT1",)))).reasons
     assert [(x.code, x.occurrences, x.hours, x.share, x.in_head) for x in got] == [("ELEC_FAIL", 1, 1.0, 1.0, True)]
 
 
@@ -429,3 +435,260 @@ async def test_plant_tree(conn: asyncpg.Connection) -> None:
             for s in tree] == [("PLANT1", [("MACHINING", [("MILL", ["CNC1"])])]),
                                ("PLANT2", [("ASSEMBLY", [("CELL", ["ROBOT1"])])])]
     assert await analytics.plant(conn, PlantScope(work_centers=("SPARE",))) == []
+
+
+async def test_the_api_queries_compute_no_ratio_themselves() -> None:
+    """OEE comes from oee_ratios() and MTBF/MTTR from reliability(): the API's files only group records."""
+    from ingestor.database import queries
+
+    for name, formula in (("api_oee", "oee_ratios("), ("mtbf_mttr", "reliability(")):
+        sql = queries.load(name)
+        assert formula in sql and "NULLIF" not in sql.upper(), name
+    assert "production_ideal_time" in queries.load("api_oee") and "production_ideal_time" in queries.load(
+        "api_production")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The endpoints, through the application on the same database
+
+
+class Api:
+    """The application on a real database, driven by an ``httpx.AsyncClient`` on an event loop of its own, so
+    that plain and hypothesis tests can share one application (and its pool) per module."""
+
+    def __init__(self, dsn: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._client = api_client(api_state(dsn))
+        self.client = self.loop.run_until_complete(self._client.__aenter__())
+
+    def get(self, path: str, params: Any = None) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.get(path, params=params))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._client.__aexit__(None, None, None))
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def api(plant: Database) -> Iterator[Api]:
+    app = Api(plant.dsn)
+    yield app
+    app.close()
+
+
+IN_WINDOW = {"from": "2025-06-08T00:00:00Z", "to": "2025-06-11T00:00:00Z"}
+
+
+def ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response.json()
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["title"]
+    return body
+
+
+def test_oee_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/oee", {**IN_WINDOW, "equipment": "PRESS1,PRESS2"}))
+    assert [item["equipment"] for item in body] == [
+        {"id": item["equipment"]["id"], "code": code, "name": name}
+        for item, (code, name) in zip(body, [("PRESS1", "Press 1"), ("PRESS2", "Press 2")], strict=True)]
+    press1, press2 = body
+    assert press1["metrics"] == {"availability": approx(26 / 32), "performance": approx(24.8 / 26),
+                                 "quality": approx(17640 / 17856), "oee": approx(0.765625)}
+    assert press1["trend"] == {"direction": "down", "change": approx(0.765625 - 0.8)}
+    assert press1["periods"] == [
+        {"date": "2025-06-08", "week": None, "shift": None,
+         "metrics": {"availability": 1.0, "performance": 1.0, "quality": 1.0, "oee": 1.0}},
+        {"date": "2025-06-09", "week": None, "shift": None,
+         "metrics": {"availability": approx(0.875), "performance": approx(12.8 / 14), "quality": approx(9000 / 9216),
+                     "oee": approx(0.78125)}},
+        {"date": "2025-06-10", "week": None, "shift": None,
+         "metrics": {"availability": 0.5, "performance": 1.0, "quality": 1.0, "oee": 0.5}},
+    ]
+    assert press2["trend"] == {"direction": "stable", "change": None}
+
+    # The same instants written with an offset, and without one (UTC); shift periods; a shift filter.
+    same = ok(api.get("/api/manufacturing-metrics/oee", {"from": "2025-06-08T02:00:00+02:00",
+                                                          "to": "2025-06-11T00:00:00", "equipment": "PRESS1"}))
+    assert same == [press1]
+    weeks = ok(api.get("/api/manufacturing-metrics/oee", {**IN_WINDOW, "equipment": "PRESS1", "granularity": "week"}))
+    assert [(p["date"], p["week"], p["metrics"]["oee"]) for p in weeks[0]["periods"]] == [
+        ("2025-06-02", "2025-W23", 1.0), ("2025-06-09", "2025-W24", approx(0.6875))]
+    shifts = ok(api.get("/api/manufacturing-metrics/oee", [*IN_WINDOW.items(), ("equipment", "PRESS1"),
+                                                           ("granularity", "shift"), ("shift", "EARLY"),
+                                                           ("shift", "LATE")]))
+    assert [(p["date"], p["shift"], p["metrics"]["oee"]) for p in shifts[0]["periods"]] == [
+        ("2025-06-08", {"code": "EARLY", "name": "Early"}, 1.0),
+        ("2025-06-09", {"code": "EARLY", "name": "Early"}, approx(0.5625)),
+        ("2025-06-09", {"code": "LATE", "name": "Late"}, 1.0),
+        ("2025-06-10", {"code": "EARLY", "name": "Early"}, 0.5),
+    ]
+    early = ok(api.get("/api/manufacturing-metrics/oee", {**IN_WINDOW, "shift": "EARLY", "site": "PLANT2"}))
+    assert [(x["equipment"]["code"], x["metrics"]["oee"]) for x in early] == [("ROBOT1", approx(7 / 8 * 2500 / 2520))]
+
+
+def test_production_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/production", IN_WINDOW))
+    assert body["dateRange"] == {"start": "2025-06-08T00:00:00Z", "end": "2025-06-11T00:00:00Z"}
+    assert body["summary"] == {"totalParts": 35356, "goodParts": 35110, "scrapParts": 246, "plannedHours": 76.0,
+                               "efficiency": None}
+    assert [{k: v for k, v in e.items() if k != "equipmentId"} for e in body["byEquipment"]] == [
+        {"equipmentCode": "CNC1", "equipmentName": "CNC 1", "production": 100, "goodParts": 90, "scrapParts": 10,
+         "plannedHours": 8.0, "efficiency": None},
+        {"equipmentCode": "PRESS1", "equipmentName": "Press 1", "production": 17856, "goodParts": 17640,
+         "scrapParts": 216, "plannedHours": 32.0, "efficiency": approx(0.775)},
+        {"equipmentCode": "PRESS2", "equipmentName": "Press 2", "production": 12000, "goodParts": 12000,
+         "scrapParts": 0, "plannedHours": 20.0, "efficiency": 0.5},
+        {"equipmentCode": "ROBOT1", "equipmentName": "Robot 1", "production": 5400, "goodParts": 5380,
+         "scrapParts": 20, "plannedHours": 16.0, "efficiency": 0.9375},
+    ]
+    presses = ok(api.get("/api/manufacturing-metrics/production", {**IN_WINDOW, "workCenter": "LINE1"}))
+    assert presses["summary"]["efficiency"] == approx(34.8 / 52)
+
+
+def test_downtime_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/downtime", {**IN_WINDOW, "shift": "EARLY"}))
+    assert body["dateRange"] == {"start": "2025-06-08T00:00:00Z", "end": "2025-06-11T00:00:00Z"}
+    assert body["totalHours"] == 11.0
+    assert body["reasons"][0] == {"reasonCode": "MECH_FAIL", "description": "Mechanical failure",
+                                  "category": "Unscheduled Downtime", "occurrences": 3, "hours": 4.5,
+                                  "hoursPerEquipment": 2.25, "share": approx(4.5 / 11),
+                                  "cumulativeShare": approx(4.5 / 11), "inHead": True}
+    assert [(x["reasonCode"], x["inHead"]) for x in body["reasons"]] == [
+        ("MECH_FAIL", True), ("ELEC_FAIL", True), ("MAT_SHORT", True), ("TOOL_CHANGE", False)]
+    empty = ok(api.get("/api/manufacturing-metrics/downtime", {**IN_WINDOW, "area": "STORES"}))
+    assert (empty["totalHours"], empty["reasons"]) == (0.0, [])
+
+
+def test_reliability_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/reliability", {**IN_WINDOW, "area": "PRESSHOP"}))
+    assert [{k: v for k, v in x.items() if k != "equipment"} | {"code": x["equipment"]["code"]}
+            for x in body["equipment"]] == [
+        {"code": "PRESS1", "failures": 3, "operatingHours": 26.0, "failureHours": 4.0, "mtbfHours": approx(26 / 3),
+         "mttrHours": approx(4 / 3)},
+        {"code": "PRESS2", "failures": 0, "operatingHours": 16.0, "failureHours": 0.0, "mtbfHours": None,
+         "mttrHours": None},
+    ]
+    assert "no shift filter" in problem(api.get("/api/manufacturing-metrics/reliability", {"shift": "EARLY"}),
+                                        400)["detail"]
+
+
+def test_live_oee_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/oee/live", {"at": "2025-06-09T09:00:00+02:00", "site": "PLANT1"}))
+    assert body["at"] == "2025-06-09T07:00:00Z"
+    assert body["equipment"][0] == {
+        "equipment": {"id": body["equipment"][0]["equipment"]["id"], "code": "PRESS2", "name": "Press 2"},
+        "site": "PLANT1", "shift": {"code": "EARLY", "name": "Early"}, "date": "2025-06-09",
+        "metrics": {"availability": 1.0, "performance": 0.5, "quality": 1.0, "oee": 0.5},
+        "lastUpdate": "2025-06-09T12:00:00Z"}
+    assert [x["equipment"]["code"] for x in body["equipment"]] == ["PRESS2", "PRESS1", "CNC1"]
+    everywhere = ok(api.get("/api/manufacturing-metrics/oee/live", {"at": "2025-06-09T07:00:00"}))
+    assert [x["equipment"]["code"] for x in everywhere["equipment"]] == ["PRESS2", "PRESS1", "ROBOT1", "CNC1"]
+    now = ok(api.get("/api/manufacturing-metrics/oee/live"))  # now: no record of this plant is that recent
+    assert now["equipment"] == []
+    assert abs(datetime.fromisoformat(now["at"]) - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_plant_endpoint(api: Api) -> None:
+    body = ok(api.get("/api/plant", {"site": "PLANT1", "equipment": "PRESS1,CNC1"}))
+    site, = body["sites"]
+    assert (site["code"], site["name"], site["timezone"]) == ("PLANT1", "Plant 1", "Europe/Berlin")
+    assert [(a["code"], [(w["code"], [e["code"] for e in w["equipment"]]) for w in a["workCenters"]])
+            for a in site["areas"]] == [("MACHINING", [("MILL", ["CNC1"])]), ("PRESSHOP", [("LINE1", ["PRESS1"])])]
+    cnc = site["areas"][0]["workCenters"][0]["equipment"][0]
+    assert {k: v for k, v in cnc.items() if k != "id"} == {
+        "code": "CNC1", "name": "CNC 1", "type": None, "active": True,
+        "status": {"state": "unknown", "since": None, "reason": None, "openStop": None,
+                   "lastProductionEnd": "2025-06-09T12:00:00Z"}}
+    whole = ok(api.get("/api/plant"))
+    assert [s["code"] for s in whole["sites"]] == ["PLANT1", "PLANT2", "PLANT3"]
+
+
+def test_unknown_codes_are_404_naming_them(api: Api) -> None:
+    for path in ENDPOINTS:
+        for params, named in (({"equipment": "PRESS1,PRESS9"}, "unknown equipment code 'PRESS9'"),
+                              ({"site": "NOWHERE"}, "unknown site code 'NOWHERE'"),
+                              ({"area": "X"}, "unknown area code 'X'"),
+                              ({"workCenter": "LINE1", "equipment": "A\x00"}, "unknown equipment code 'A\\x00'"),
+                              ({"workCenter": ["LINE1", "LINE7"]}, "unknown work center code 'LINE7'"),
+                              ({"shift": "early"}, "unknown shift code 'early'")):
+            if path == "/api/plant" and "shift" in params:
+                continue  # the plant tree takes no shift
+            if path.endswith("/reliability") and "shift" in params:
+                continue  # a 400: reliability has no shift filter
+            assert problem(api.get(path, params), 404)["detail"] == named, (path, params)
+
+
+def test_bad_windows_are_400(api: Api) -> None:
+    for path in ENDPOINTS[:4]:
+        for params, says in (({"from": "yesterday"}, "from: expected an ISO 8601 timestamp"),
+                             ({"to": "2025-13-01"}, "to: expected an ISO 8601 timestamp"),
+                             ({"from": "2025-06-09T00:00:00Z", "to": "2025-06-09T00:00:00Z"}, "must be before"),
+                             ({"from": "2025-06-10T00:00:00Z", "to": "2025-06-09T00:00:00Z"}, "must be before"),
+                             ({"from": "2000-01-01T00:00:00Z"}, "is longer than 1096 days"),  # until now
+                             ({"from": "2020-01-01", "to": "2023-01-02"}, "is longer than 1096 days"),
+                             ({"from": "0001-01-01T00:00:00+01:00"}, "from: out of range"),
+                             ({"to": "0001-01-02T00:00:00Z"}, "too early for a default window")):
+            assert says in problem(api.get(path, params), 400)["detail"], (path, params)
+        ok(api.get(path, {"from": "2020-01-01", "to": "2023-01-01"}))  # three years, one leap: allowed
+    body = problem(api.get(ENDPOINTS[0], {"granularity": "month"}), 400)
+    assert body["errors"][0]["parameter"] == "granularity"
+    problem(api.get("/api/manufacturing-metrics/oee/live", {"at": "soon"}), 400)
+
+
+def test_the_default_window_is_the_7_days_before_now(api: Api) -> None:
+    body = ok(api.get("/api/manufacturing-metrics/production"))
+    start, end = (datetime.fromisoformat(body["dateRange"][k]) for k in ("start", "end"))
+    assert end - start == timedelta(days=7)
+    assert abs(end - datetime.now(UTC)) < timedelta(minutes=5)
+    until = ok(api.get("/api/manufacturing-metrics/production", {"to": "2025-06-11T00:00:00Z"}))
+    assert until["dateRange"] == {"start": "2025-06-04T00:00:00Z", "end": "2025-06-11T00:00:00Z"}
+    assert until["summary"]["totalParts"] == 35356 + 4608 + 0  # the window before now counts too
+
+
+ENDPOINTS = ["/api/manufacturing-metrics/oee", "/api/manufacturing-metrics/production",
+             "/api/manufacturing-metrics/downtime", "/api/manufacturing-metrics/reliability",
+             "/api/manufacturing-metrics/oee/live", "/api/plant"]
+
+PARAMETERS = ["from", "to", "site", "area", "workCenter", "equipment", "shift", "granularity", "at", "other"]
+CODES = ["PLANT1", "PLANT2", "PRESSHOP", "LINE1", "SPARE", "PRESS1", "CNC1", "ROBOT1", "EARLY", "SWING"]
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)  # no lone surrogates: not sendable
+VALUES = st.one_of(
+    TEXT,
+    st.sampled_from(CODES),
+    st.lists(st.sampled_from(CODES), min_size=1, max_size=4).map(",".join),
+    st.sampled_from(["day", "week", "shift", "", ",", " , ", "\x00", "2025-06-09", "2025-06-09T00:00:00Z",
+                     "9999-12-31T23:59:59.999999-14:00", "0001-01-01", "-1", "1e309", "NaN", "2025-W24-1"]),
+    st.integers().map(str),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.dates().map(lambda d: d.isoformat()),
+    TEXT.map(lambda t: t + "\x00" + t),
+    st.text(min_size=1000, max_size=5000),
+)
+QUERIES = st.lists(st.tuples(st.sampled_from(PARAMETERS), VALUES), max_size=8)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_fuzzed_parameters_never_make_a_5xx(api: Api, path: str) -> None:
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+              database=None)
+    @given(QUERIES)
+    def check(query: list[tuple[str, str]]) -> None:
+        response = api.get(path, query)
+        assert response.status_code < 500, (query, response.text)
+        if response.status_code >= 400:
+            assert response.status_code in (400, 404), (query, response.text)
+            problem(response, response.status_code)
+        else:
+            ok(response)
+
+    check()

@@ -157,6 +157,12 @@ class DowntimeReason:
 
 
 @dataclass(frozen=True)
+class DowntimePareto:
+    total_hours: float
+    reasons: list[DowntimeReason]
+
+
+@dataclass(frozen=True)
 class Reliability:
     equipment: EquipmentRef
     failures: int
@@ -303,14 +309,16 @@ async def production(db: asyncpg.Pool | asyncpg.Connection, window: Window, scop
 
 
 async def downtime_pareto(db: asyncpg.Pool | asyncpg.Connection, window: Window,
-                          scope: PlantScope) -> list[DowntimeReason]:
+                          scope: PlantScope) -> DowntimePareto:
     """Every reason of the OEE-relevant downtime starting in ``window``, largest first (downtime_pareto.sql)."""
     chosen = await resolve_scope(db, scope)
     rows = await db.fetch(queries.load("downtime_pareto"), window.start, window.end, chosen.equipment_ids,
                           chosen.shift_ids)
-    return [DowntimeReason(r["reason_code"], r["reason_description"], r["reason_category"], r["occurrence_count"],
-                           float(r["total_hours"]), float(r["avg_hours_per_equipment"]), _float(r["share"]),
-                           _float(r["cumulative_share"]), r["in_head"]) for r in rows]
+    return DowntimePareto(
+        float(sum(r["total_hours"] for r in rows)),
+        [DowntimeReason(r["reason_code"], r["reason_description"], r["reason_category"], r["occurrence_count"],
+                        float(r["total_hours"]), float(r["avg_hours_per_equipment"]), _float(r["share"]),
+                        _float(r["cumulative_share"]), r["in_head"]) for r in rows])
 
 
 class NotPerShift(ValueError):
