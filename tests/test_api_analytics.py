@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest import approx
 
+from ingestor.api.config import READ_TOKEN_ENV
 from ingestor.database import analytics
 from ingestor.database.analytics import PlantScope, Window
 from ingestor.database.dimensions import DimensionKeys, sync_dimensions
@@ -629,6 +630,7 @@ def test_bad_windows_are_400(api: Api) -> None:
     for path in ENDPOINTS[:4]:
         for params, says in (({"from": "yesterday"}, "from: expected an ISO 8601 timestamp"),
                              ({"to": "2025-13-01"}, "to: expected an ISO 8601 timestamp"),
+                             ({"from": "2025-06-09T00:00:00 02:00"}, "from: expected"),  # a + not encoded
                              ({"from": "2025-06-09T00:00:00Z", "to": "2025-06-09T00:00:00Z"}, "must be before"),
                              ({"from": "2025-06-10T00:00:00Z", "to": "2025-06-09T00:00:00Z"}, "must be before"),
                              ({"from": "2000-01-01T00:00:00Z"}, "is longer than 1096 days"),  # until now
@@ -650,6 +652,15 @@ def test_the_default_window_is_the_7_days_before_now(api: Api) -> None:
     until = ok(api.get("/api/manufacturing-metrics/production", {"to": "2025-06-11T00:00:00Z"}))
     assert until["dateRange"] == {"start": "2025-06-04T00:00:00Z", "end": "2025-06-11T00:00:00Z"}
     assert until["summary"]["totalParts"] == 35356 + 4608 + 0  # the window before now counts too
+
+
+async def test_the_endpoints_need_the_read_token_when_one_is_set(plant: Database) -> None:
+    token = "read-token-0123456789abcdef"
+    async with api_client(api_state(plant.dsn, environ={READ_TOKEN_ENV: token})) as client:
+        for path in ENDPOINTS:
+            assert (await client.get(path)).status_code == 401, path
+            answer = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, (path, answer.text)
 
 
 ENDPOINTS = ["/api/manufacturing-metrics/oee", "/api/manufacturing-metrics/production",
