@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -106,8 +106,7 @@ def plant_scope(site: Sites = None, area: Areas = None, work_center: WorkCenters
 
 def filters(scope: Annotated[PlantScope, Depends(plant_scope)], start: From = None, end: To = None,
             shift: Shifts = None) -> Filters:
-    return Filters(_window(start, end), PlantScope(scope.sites, scope.areas, scope.work_centers, scope.equipment,
-                                                   _codes(shift)))
+    return Filters(_window(start, end), replace(scope, shifts=_codes(shift)))
 
 
 AnalyticsFilters = Annotated[Filters, Depends(filters)]
@@ -375,9 +374,8 @@ async def live_oee(pool: DbPool, scope: Annotated[PlantScope, Depends(plant_scop
                                                    json_schema_extra={"format": "date-time"})] = None,
                    ) -> LiveOeeReport:
     instant = _instant("at", at) if at is not None else dt.datetime.now(dt.UTC)
-    chosen = PlantScope(scope.sites, scope.areas, scope.work_centers, scope.equipment, _codes(shift))
     with _answering():
-        result = await analytics.live_oee(pool, instant, chosen)
+        result = await analytics.live_oee(pool, instant, replace(scope, shifts=_codes(shift)))
     return LiveOeeReport(at=instant, equipment=[LiveEquipmentOee.model_validate(x, from_attributes=True)
                                                 for x in result])
 
