@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
 import pytest
+from pytest import approx
 
 from ingestor.database import queries
 from ingestor.database.schema import apply_schema, refresh_view
@@ -166,17 +167,23 @@ def d(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-async def run(conn: asyncpg.Connection, name: str, at: datetime) -> list[dict[str, Any]]:
-    return [dict(row) for row in await conn.fetch(queries.load(name), at)]
+async def run(conn: asyncpg.Connection, name: str, *args: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in await conn.fetch(queries.load(name), *args)]
+
+
+def pct(share: Decimal | None) -> Decimal | None:
+    """A share 0..1 as a percentage with one decimal, rounded half up like SQL's round()."""
+    return None if share is None else (share * 100).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
 
 def test_the_shipped_queries() -> None:
-    assert queries.names() == ["downtime_pareto", "live_shift_oee", "maintenance_cost", "mtbf_mttr", "oee_7day",
+    assert queries.names() == ["api_oee", "api_plant", "api_production", "api_scope", "downtime_pareto",
+                               "live_shift_oee", "maintenance_cost", "mtbf_mttr", "oee_7day",
                                "predictive_maintenance", "scrap_analysis"]
-    for name in queries.names():
+    for name in queries.names():  # every file documents its parameters in its header
         header = queries.load(name).splitlines()[:12]
-        assert any("$1  timestamptz" in line for line in header), name
-    with pytest.raises(KeyError, match="known: downtime_pareto"):
+        assert any(line.startswith("--   $1  ") for line in header), name
+    with pytest.raises(KeyError, match="known: api_oee"):
         queries.load("nope")
 
 
@@ -204,7 +211,7 @@ async def test_oee_of_the_last_7_days(conn: asyncpg.Connection) -> None:
 
 
 async def test_mtbf_and_mttr_of_the_last_30_days(conn: asyncpg.Connection) -> None:
-    rows = await run(conn, "mtbf_mttr", AS_OF)
+    rows = await run(conn, "mtbf_mttr", AS_OF - timedelta(days=30), AS_OF, None)
     got = [(r["equipment_code"], r["failure_count"], r["operating_hours"], r["total_downtime_hours"],
             r["mtbf_hours"], r["mttr_hours"]) for r in rows]
     assert got == [
@@ -217,6 +224,9 @@ async def test_mtbf_and_mttr_of_the_last_30_days(conn: asyncpg.Connection) -> No
         # PRESS2 never failed: it is listed, with MTBF and MTTR unknown rather than 0.
         ("PRESS2", 0, d("12.00"), d("0.00"), None, None),
     ]
+    # Only the equipment asked for (CNC1 is 3, PRESS1 is 1), in the same order.
+    rows = await run(conn, "mtbf_mttr", AS_OF - timedelta(days=30), AS_OF, [1, 3])
+    assert [r["equipment_code"] for r in rows] == ["CNC1", "PRESS1"]
 
 
 async def test_maintenance_cost_of_the_last_90_days(conn: asyncpg.Connection) -> None:
@@ -233,18 +243,25 @@ async def test_maintenance_cost_of_the_last_90_days(conn: asyncpg.Connection) ->
 
 
 async def test_downtime_pareto_of_the_last_30_days(conn: asyncpg.Connection) -> None:
-    rows = await run(conn, "downtime_pareto", AS_OF)
+    rows = await run(conn, "downtime_pareto", AS_OF - timedelta(days=30), AS_OF, None, None)
     got = [(r["reason_code"], r["occurrence_count"], r["total_hours"], r["avg_hours_per_equipment"],
-            r["percentage"], r["cumulative_percentage"]) for r in rows]
+            pct(r["share"]), pct(r["cumulative_share"]), r["in_head"]) for r in rows]
     # Downtime that affects OEE: electrical 1.5 h, mechanical 0.5 + 1 = 1.5 h (two machines), material
     # 0.75 + 0.5 = 1.25 h, tool change 0.5 h, no operator 0.5 h: 5.25 h (scheduled maintenance does not count).
     # The two 1.5 h reasons tie; each gets its own running total (28.6 %, 57.1 %).  Material shortage takes
-    # the total from 57.1 % to 81.0 %: it is the reason that crosses 80 %, so it is in; the rest is not.
+    # the total from 57.1 % to 81.0 %: it is the reason that crosses 80 %, so it is in the head; the rest is
+    # not (the two 0.5 h reasons tie and go by code).
     assert got == [
-        ("ELEC_FAIL", 1, d("1.50"), d("1.50"), d("28.6"), d("28.6")),
-        ("MECH_FAIL", 2, d("1.50"), d("0.75"), d("28.6"), d("57.1")),
-        ("MAT_SHORT", 2, d("1.25"), d("1.25"), d("23.8"), d("81.0")),
+        ("ELEC_FAIL", 1, d("1.50"), d("1.50"), d("28.6"), d("28.6"), True),
+        ("MECH_FAIL", 2, d("1.50"), d("0.75"), d("28.6"), d("57.1"), True),
+        ("MAT_SHORT", 2, d("1.25"), d("1.25"), d("23.8"), d("81.0"), True),
+        ("NO_OPER", 1, d("0.50"), d("0.50"), d("9.5"), d("90.5"), False),
+        ("TOOL_CHANGE", 1, d("0.50"), d("0.50"), d("9.5"), d("100.0"), False),
     ]
+    # Only PRESS2 (equipment 2): its two material shortages; its scheduled maintenance does not affect OEE.
+    rows = await run(conn, "downtime_pareto", AS_OF - timedelta(days=30), AS_OF, [2], None)
+    assert [(r["reason_code"], r["occurrence_count"], r["total_hours"], r["share"], r["in_head"]) for r in rows] == [
+        ("MAT_SHORT", 2, d("1.25"), 1, True)]
 
 
 async def test_predictive_maintenance(conn: asyncpg.Connection) -> None:
@@ -277,20 +294,28 @@ async def test_scrap_analysis_of_the_last_7_days(conn: asyncpg.Connection) -> No
 
 async def test_live_oee_of_the_current_shift(conn: asyncpg.Connection) -> None:
     # 04:30 UTC is 06:30 in Berlin: the early shift of 9 June (in UTC it would still be the night shift).
-    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 4, 30, tzinfo=UTC))
+    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 4, 30, tzinfo=UTC), None, None)
     got = [(r["shift_code"], r["date_id"], r["equipment_code"], r["availability"], r["performance"],
             r["quality"], r["oee"], r["last_update"]) for r in rows]
     assert got == [  # lowest OEE first, unknown last
-        ("EARLY", 20250609, "PRESS2", d("100.0"), d("50.0"), d("100.0"), d("50.0"), ts("2025-06-09 12:00")),
-        ("EARLY", 20250609, "PRESS1", d("75.0"), d("80.0"), d("93.8"), d("56.3"), ts("2025-06-09 12:00")),
-        ("EARLY", 20250609, "CNC1", d("50.0"), None, d("90.0"), None, ts("2025-06-09 12:00")),
+        ("EARLY", 20250609, "PRESS2", 1.0, 0.5, 1.0, 0.5, ts("2025-06-09 12:00")),
+        ("EARLY", 20250609, "PRESS1", 0.75, approx(0.8), approx(0.9375), approx(0.5625), ts("2025-06-09 12:00")),
+        ("EARLY", 20250609, "CNC1", 0.5, None, 0.9, None, ts("2025-06-09 12:00")),
     ]
+    # Only the equipment asked for; the early shift asked for while the night shift runs: nothing.
+    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 4, 30, tzinfo=UTC), [1, 3], None)
+    assert [r["equipment_code"] for r in rows] == ["PRESS1", "CNC1"]
+    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 4, 30, tzinfo=UTC), None, [2, 3])
+    assert rows == []
     # 02:00 UTC on 10 June is 04:00 in Berlin: the night shift that began at 22:00 on 9 June.
-    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 10, 2, 0, tzinfo=UTC))
-    night = [(r["shift_code"], r["date_id"], r["equipment_code"], r["oee"], r["last_update"]) for r in rows]
-    assert night == [("NIGHT", 20250609, "PRESS2", d("25.0"), ts("2025-06-10 04:00"))]
-    # 13:30 UTC is 15:30 in Berlin: the late shift, where only PRESS1 has two records (one row, not two).
-    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 13, 30, tzinfo=UTC))
+    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 10, 2, 0, tzinfo=UTC), None, None)
+    night = [(r["shift_code"], r["shift_name"], r["date_id"], r["equipment_code"], r["oee"], r["last_update"])
+             for r in rows]
+    assert night == [("NIGHT", "Night", 20250609, "PRESS2", 0.25, ts("2025-06-10 04:00"))]
+    # 13:30 UTC is 15:30 in Berlin: the late shift, where only PRESS1 has two records (one row, not two):
+    # 6 of 8 h, 3600 x 5 s = 5 h of 6 h, 3480 of 3600 good.
+    rows = await run(conn, "live_shift_oee", datetime(2025, 6, 9, 13, 30, tzinfo=UTC), None, None)
     late = [(r["shift_code"], r["equipment_code"], r["availability"], r["performance"], r["quality"], r["oee"],
              r["last_update"]) for r in rows]
-    assert late == [("LATE", "PRESS1", d("75.0"), d("83.3"), d("96.7"), d("60.4"), ts("2025-06-09 20:00"))]
+    assert late == [("LATE", "PRESS1", 0.75, approx(5 / 6), approx(3480 / 3600), approx(0.75 * 5 / 6 * 3480 / 3600),
+                     ts("2025-06-09 20:00"))]

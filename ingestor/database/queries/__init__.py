@@ -1,8 +1,10 @@
-"""The analytics query patterns of the schema specification, fixed and shipped as SQL files.
+"""The analytics query patterns of the schema specification, fixed and shipped as SQL files, and the queries of
+the REST API (``api_*.sql``, run by :mod:`ingestor.database.analytics`).
 
-Each ``<name>.sql`` takes its reference time as ``$1 timestamptz`` (instead of ``now()``/``CURRENT_DATE``) so
-that a dashboard passes ``now()`` and a test passes a fixed instant; the header comment of each file documents
-its parameters and output.  Use :func:`load` to read one and run it with asyncpg's ``fetch(sql, as_of)``.
+Each ``<name>.sql`` takes its time (a reference instant, or a window ``$1 from, $2 to``) as parameters instead
+of ``now()``/``CURRENT_DATE``, so that a dashboard passes ``now()`` and a test passes a fixed instant; the header
+comment of each file documents its parameters and output.  Use :func:`load` to read one and run it with
+asyncpg's ``fetch(sql, *parameters)``.
 """
 
 from __future__ import annotations

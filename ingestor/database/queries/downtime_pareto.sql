@@ -1,12 +1,21 @@
--- Pareto of downtime reasons over the 30 days before a reference time: the reasons that make up the first
--- 80 % of the downtime that affects OEE, including the reason that crosses 80 %.
+-- Pareto of the downtime that affects OEE, by reason, over a time window: every reason with its share of the
+-- window's downtime and the running share, largest first, and whether it is in the head: the reasons that
+-- make up the first 80 %, including the reason that crosses 80 % (the "vital few").
 --
 -- Parameters:
---   $1  timestamptz  as_of: downtime records starting in [as_of - 30 days, as_of) count.
+--   $1  timestamptz  from: downtime records starting in [from, to) count.
+--   $2  timestamptz  to
+--   $3  integer[]    the equipment whose downtime counts (dim_equipment ids); NULL: every equipment.
+--   $4  integer[]    the shifts (dim_shift ids); NULL: every shift.  A downtime record's shift is that of the
+--                    production record covering its start (production_id); one without is left out when
+--                    shifts are given.
 -- Output, largest first (ties by reason_code):
 --   reason_code, reason_description, reason_category, occurrence_count,
---   total_hours, avg_hours_per_equipment (hours / number of equipment with that reason), numeric, 2 decimals
---   percentage, cumulative_percentage (numeric, 1 decimal)
+--   total_hours, avg_hours_per_equipment (hours / number of equipment with that reason),
+--   share, cumulative_share  of the window's total downtime hours, 0..1
+--   in_head  the share before this reason is under 80 %
+-- Numbers are numeric and not rounded (round them for display).  A dashboard's "last 30 days" passes
+-- now() - 30 days and now().
 WITH downtime_summary AS (
     SELECT dr.reason_code,
            dr.reason_description,
@@ -16,9 +25,13 @@ WITH downtime_summary AS (
            sum(d.downtime_duration) / 3600000.0 / count(DISTINCT d.equipment_id) AS avg_hours_per_equipment
     FROM fact_downtime d
     JOIN dim_downtime_reason dr ON dr.reason_id = d.reason_id
-    WHERE d.start_time >= $1::timestamptz - INTERVAL '30 days'
-      AND d.start_time < $1::timestamptz
+    WHERE d.start_time >= $1::timestamptz
+      AND d.start_time < $2::timestamptz
       AND dr.affects_oee
+      AND ($3::integer[] IS NULL OR d.equipment_id = ANY ($3::integer[]))
+      AND ($4::integer[] IS NULL OR EXISTS (
+              SELECT 1 FROM fact_production p
+              WHERE p.production_id = d.production_id AND p.shift_id = ANY ($4::integer[])))
     GROUP BY dr.reason_id, dr.reason_code, dr.reason_description, dr.reason_category
 ),
 ranked_downtime AS (
@@ -32,10 +45,10 @@ SELECT reason_code,
        reason_description,
        reason_category,
        occurrence_count,
-       round(total_hours, 2)                                              AS total_hours,
-       round(avg_hours_per_equipment, 2)                                  AS avg_hours_per_equipment,
-       round(100.0 * total_hours / NULLIF(grand_total_hours, 0), 1)      AS percentage,
-       round(100.0 * cumulative_hours / NULLIF(grand_total_hours, 0), 1) AS cumulative_percentage
+       total_hours,
+       avg_hours_per_equipment,
+       total_hours / NULLIF(grand_total_hours, 0)                    AS share,
+       cumulative_hours / NULLIF(grand_total_hours, 0)               AS cumulative_share,
+       cumulative_hours - total_hours < 0.8 * grand_total_hours       AS in_head
 FROM ranked_downtime
-WHERE cumulative_hours - total_hours < 0.8 * grand_total_hours  -- the share before this reason is under 80 %
 ORDER BY ranked_downtime.total_hours DESC, reason_code;

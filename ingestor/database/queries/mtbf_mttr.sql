@@ -1,20 +1,27 @@
--- MTBF and MTTR per equipment over the 30 days before a reference time (ISO 14224).
+-- MTBF and MTTR per equipment over a time window (ISO 14224).
 --
 -- Parameters:
---   $1  timestamptz  as_of: failures and production records starting in [as_of - 30 days, as_of) count.
--- Output, one row per equipment (also those without failures), ordered by MTBF (shortest first, unknown last):
---   equipment_code, failure_count (downtime records whose reason is_failure),
+--   $1  timestamptz  from: failures and production records starting in [from, to) count.
+--   $2  timestamptz  to
+--   $3  integer[]    the equipment to report (dim_equipment ids); NULL: every equipment.
+-- Output, one row per equipment (also those without failures), ordered by MTBF (shortest first, unknown last),
+-- then equipment code:
+--   equipment_id, equipment_code, equipment_name,
+--   failure_count         downtime records whose reason is_failure
 --   operating_hours       sum of fact_production.operating_time in the window
 --   total_downtime_hours  failure downtime in the window
 --   mtbf_hours            operating_hours / failure_count (NULL without failures)
 --   mttr_hours            total_downtime_hours / failure_count (NULL without failures)
--- Hours are numeric, rounded to 2 decimals.  The formula is reliability() (migration 0004), the same as
--- view_reliability_summary's.
-SELECT r.equipment_code,
+-- Hours are numeric and not rounded (round them for display).  The formula is reliability() (migration 0004),
+-- the same as view_reliability_summary's.  A dashboard's "last 30 days" passes now() - 30 days and now().
+SELECT r.equipment_id,
+       r.equipment_code,
+       r.equipment_name,
        r.failure_count,
-       round(r.operating_hours, 2)     AS operating_hours,
-       round(r.total_failure_hours, 2) AS total_downtime_hours,
-       round(r.mtbf_hours, 2)          AS mtbf_hours,
-       round(r.mttr_hours, 2)          AS mttr_hours
-FROM reliability($1::timestamptz - INTERVAL '30 days', $1::timestamptz) r
+       r.operating_hours,
+       r.total_failure_hours AS total_downtime_hours,
+       r.mtbf_hours,
+       r.mttr_hours
+FROM reliability($1::timestamptz, $2::timestamptz) r
+WHERE $3::integer[] IS NULL OR r.equipment_id = ANY ($3::integer[])
 ORDER BY r.mtbf_hours ASC NULLS LAST, r.equipment_code;
