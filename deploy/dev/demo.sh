@@ -41,11 +41,17 @@ mqtt_args=()
 "$PY" -m simulators.opcua >"$LOGS/opcua.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.modbus >"$LOGS/modbus.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.mqtt "${mqtt_args[@]}" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
+# The daemon starts once the OPC UA (4840) and Modbus (5020) simulators listen, so its first lines are not
+# connection errors.
+for port in 4840 5020; do
+    for _ in $(seq 100); do listening "$port" && break; sleep 0.2; done
+    listening "$port" || { echo "demo.sh: no simulator listens on 127.0.0.1:$port; see $LOGS" >&2; exit 1; }
+done
 
 port=$(.venv/bin/python -c "import sys; from ingestor.config import load_config; print(load_config(sys.argv[1]).http.port)" "$CONFIG")
 cat <<MSG
 
-  Demo running (simulator logs in $LOGS).  In another terminal:
+  Demo running (simulator logs in $LOGS).  The operator page is http://127.0.0.1:$port/ ; in another terminal:
     curl -s 127.0.0.1:$port/readyz
     curl -s 127.0.0.1:$port/metrics | grep ^ingestor_
     deploy/dev/timescaledb.sh psql ingestor -c 'select * from fact_sensor_event order by event_ts desc limit 10'
