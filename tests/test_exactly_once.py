@@ -178,6 +178,11 @@ def test_database_outage_buffers_in_the_spool_then_writes_every_reading_once(pri
         private_pg.stop("immediate")  # a crash of the database server, connections cut mid-stream
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 10, "/readyz to report it")
         wait_until(lambda: spool_readings(port) > 2000, 15, "readings to pile up in the spool")
+        # the metric agrees with /readyz for the whole outage, and a lost link is not a refused COPY
+        outage = _metrics(port)
+        assert outage["ingestor_database_up"] == 0
+        assert outage.get("ingestor_database_connection_failures_total", 0) >= 1
+        assert outage.get("ingestor_copy_errors_total", 0) == 0
         private_pg.start()
         wait_until(lambda: len(db_values(dsn)) >= count, 60, "the backlog to drain")
         assert runner.terminate() == 0
@@ -191,6 +196,16 @@ def test_database_outage_buffers_in_the_spool_then_writes_every_reading_once(pri
     log = runner.log.read_text()
     assert "database unavailable; readings stay in the spool" in log or "batch not written" in log
     assert acknowledged(runner.ledger) == set(range(count))
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """Each ingestor_* metric of the daemon, summed over its labels."""
+    totals: dict[str, float] = {}
+    for line in http_get(f"http://127.0.0.1:{port}/metrics")[1].splitlines():
+        if line.startswith("ingestor_"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 async def _admin(dsn: str, sql: str) -> None:

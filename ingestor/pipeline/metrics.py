@@ -27,7 +27,12 @@ BATCHES_WRITTEN = Counter("ingestor_batches_written_total", "Database transactio
 BATCH_SECONDS = Histogram(
     "ingestor_batch_write_seconds", "Time to COPY and commit one database transaction",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-COPY_ERRORS = Counter("ingestor_copy_errors_total", "Failed database transactions (retried)", ["kind"])
+COPY_ERRORS = Counter("ingestor_copy_errors_total",
+                      "Batch transactions the database refused (retried); a lost connection is not counted here",
+                      ["kind"])
+DATABASE_CONNECTION_FAILURES = Counter(
+    "ingestor_database_connection_failures_total",
+    "Failed connects and connections lost by the writer (the spool keeps the readings)", ["kind"])
 READINGS_DEAD_LETTERED = Counter(
     "ingestor_readings_dead_lettered_total", "Readings kept in ingest_dead_letter instead of fact_sensor_event",
     ["reason"])

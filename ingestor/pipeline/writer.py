@@ -79,13 +79,15 @@ class SpoolWriter:
         delays = backoff_delays(self._retry)
         while True:
             if not self.connected:
+                self._disconnect()  # the connection may have died while idle: say so (ingestor_database_up 0)
                 try:
                     await self._connect()
                     delays = backoff_delays(self._retry)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    await self._failed("database unavailable; readings stay in the spool", exc, next(delays))
+                    await self._failed("database unavailable; readings stay in the spool", exc, next(delays),
+                                       connection=True)
                     continue
             batches: list[Batch] = await self._spool.call(
                 self._spool.spool.read, self.watermark, self._config.write_rows)
@@ -107,14 +109,14 @@ class SpoolWriter:
                 raise
             except _RECONNECT as exc:
                 self._disconnect()
-                await self._failed("batch not written; will retry", exc, next(delays))
+                await self._failed("batch not written; will retry", exc, next(delays), connection=True)
             except asyncpg.PostgresError as exc:  # e.g. a permission or a missing table: keep the data, retry
                 await self._failed("batch not written; will retry", exc, next(delays))
 
-    async def _failed(self, message: str, exc: BaseException, delay: float) -> None:
+    async def _failed(self, message: str, exc: BaseException, delay: float, *, connection: bool = False) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        metrics.COPY_ERRORS.labels(type(exc).__name__).inc()
+        (metrics.DATABASE_CONNECTION_FAILURES if connection else metrics.COPY_ERRORS).labels(type(exc).__name__).inc()
         self._problems.failed("database", message, level="error", error=self.last_error, attempt=self.failures,
                               retry_in_s=round(delay, 2), spool_readings=self._spool.spool.readings)
         await asyncio.sleep(delay)
