@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -196,6 +197,82 @@ def test_database_outage_buffers_in_the_spool_then_writes_every_reading_once(pri
     log = runner.log.read_text()
     assert "database unavailable; readings stay in the spool" in log or "batch not written" in log
     assert acknowledged(runner.ledger) == set(range(count))
+
+
+COMMIT_COMPLETE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+
+
+class CommitReplyLoss:
+    """A TCP relay to PostgreSQL that, once armed, cuts the connection instead of passing on the server's
+    reply to a COMMIT: the server has committed, the client never hears it."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+        self.target_port = target_port
+        self.port = free_port()
+        self.armed = threading.Event()
+        self.swallowed = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool,
+                        other: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if to_client and self.armed.is_set() and COMMIT_COMPLETE in data:
+                        self.armed.clear()
+                        self.swallowed.set()
+                        break
+                    other.write(data)
+                    await other.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                for each in (writer, other):
+                    each.close()
+
+        async def accept(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(relay(client_reader, client_writer, False, server_writer),
+                                 relay(server_reader, server_writer, True, client_writer))
+
+        async def main() -> None:
+            await asyncio.start_server(accept, "127.0.0.1", self.port)
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.run_until_complete(main())
+
+
+def test_a_commit_whose_reply_is_lost_is_counted_once_and_written_once(database: Database, tmp_path: Path) -> None:
+    server_port = int(database.dsn.rsplit(":", 1)[1].split("/", 1)[0])
+    relay = CommitReplyLoss(server_port)
+    dsn = database.dsn.replace(f"127.0.0.1:{server_port}", f"127.0.0.1:{relay.port}")
+    config, _ = write_config(tmp_path, dsn, instance="lost-commit")
+    runner = Runner(config, tmp_path / "ledger", tmp_path / "daemon.log")
+    count = 6000
+    runner.start(first=0, count=count, rate=3000)
+    try:
+        wait_until(lambda: len(db_values(database.dsn)) > 500, 30, "the first readings in the database")
+        relay.armed.set()
+        wait_until(relay.swallowed.is_set, 30, "a COMMIT reply to be lost")
+        wait_until(lambda: len(db_values(database.dsn)) >= count, 60, "every reading")
+        assert runner.terminate() == 0
+    finally:
+        runner.close()
+    assert db_values(database.dsn) == list(range(count))  # the batch whose reply was lost was not written again
+    final = runner.final_counts()
+    assert final["readings_accepted"] == final["readings_written"] == count, final
+    log = runner.log.read_text()
+    assert "a commit whose reply was lost had landed" in log
+    assert '"level": "error"' not in log or "commit not confirmed" in log
 
 
 def _metrics(port: int) -> dict[str, float]:

@@ -60,6 +60,7 @@ class SpoolWriter:
         self._retry = retry or ReconnectConfig(initial=0.5, max=30.0)
         self._on_connected = on_connected
         self._conn: asyncpg.Connection | None = None
+        self._rows_in_database: int | None = None  # ingest_watermark.rows_written as this writer knows it
         self._compatible: dict[int, bool] = {}
         self._problems = ProblemLog(log, repeats_at_debug=True)
         self.watermark = 0
@@ -109,7 +110,8 @@ class SpoolWriter:
                 raise
             except _RECONNECT as exc:
                 self._disconnect()
-                await self._failed("batch not written; will retry", exc, next(delays), connection=True)
+                await self._failed("commit not confirmed (connection lost); checking and retrying", exc,
+                                   next(delays), connection=True)
             except asyncpg.PostgresError as exc:  # e.g. a permission or a missing table: keep the data, retry
                 await self._failed("batch not written; will retry", exc, next(delays))
 
@@ -130,7 +132,8 @@ class SpoolWriter:
             conn.terminate()
             raise
         self._conn = conn
-        self.watermark = claim.watermark
+        previous, self.watermark = self.watermark, claim.watermark
+        await self._count_unconfirmed(conn, previous)
         metrics.DATABASE_UP.set(1)
         log.info("database connected", url=redact(self._url), instance_id=self.instance_id,
                  spool_id=self._spool.spool.spool_id, watermark=self.watermark)
@@ -144,6 +147,27 @@ class SpoolWriter:
         self._compatible.clear()
         if self._on_connected is not None:
             self._on_connected()
+
+    async def _count_unconfirmed(self, conn: asyncpg.Connection, previous: int) -> None:
+        """A commit whose reply was lost (the link dropped after the server committed) is found on reconnect:
+        the watermark moved past what this writer saw confirmed.  Count what it wrote, so that accepted =
+        written + dead-lettered + dropped holds, and say what happened."""
+        spool_id = self._spool.spool.spool_id
+        rows_written = await conn.fetchval("SELECT rows_written FROM ingest_watermark WHERE spool_id = $1", spool_id)
+        if rows_written is None:
+            return
+        confirmed, self._rows_in_database = self._rows_in_database, int(rows_written)
+        if confirmed is None or self.watermark <= previous:
+            return
+        landed = int(rows_written) - confirmed
+        dead = int(await conn.fetchval(
+            "SELECT count(*) FROM ingest_dead_letter WHERE spool_id = $1 AND spool_seq > $2 AND spool_seq <= $3",
+            spool_id, previous, self.watermark))
+        self.written += landed
+        self.dead_lettered += dead
+        metrics.READINGS_WRITTEN.inc(landed)
+        log.warning("a commit whose reply was lost had landed; its readings are counted as written, not written "
+                    "again", batches_through=self.watermark, readings_written=landed, readings_dead_lettered=dead)
 
     def _disconnect(self) -> None:
         metrics.DATABASE_UP.set(0)
@@ -184,6 +208,8 @@ class SpoolWriter:
             del self.lag_us[:50_000], self.commit_seconds[:-1000]
         self.written += committed.written
         self.dead_lettered += len(committed.dead_letters)
+        if self._rows_in_database is not None:
+            self._rows_in_database += committed.written
         await self._spool.call(self._spool.spool.delete_through, last)
         await self._spooler.space_freed()
 
