@@ -208,7 +208,9 @@ function addDowntime(envelope) {
   if (envelope.id != null) lastEventId = envelope.id;
   const d = envelope.data || {};
   const reason = d.reason && typeof d.reason === "object" ? (d.reason.description || d.reason.code) : (d.reason || d.reasonCode || "");
-  const what = [d.state || d.kind || (d.end || d.endTime ? "ended" : "started"), reason].filter(Boolean).join(" — ");
+  const phase = d.phase === "ended" && d.durationSeconds != null
+    ? `ended after ${Math.round(d.durationSeconds)} s` : (d.phase || d.state || "stopped");
+  const what = [phase, reason].filter(Boolean).join(" — ");
   const item = el("li", { "data-event-id": envelope.id == null ? "" : envelope.id },
     el("time", {}, fmtTime(envelope.timestamp)),
     el("strong", {}, envelope.equipmentCode || envelope.equipmentId || "?"), " ", what);
@@ -232,7 +234,8 @@ function connectEvents() {
   };
   socket.onerror = () => { /* onclose follows and retries */ };
   socket.onclose = (close) => {
-    if (close.code === 1008) { text("events-note", "live events need the read token"); return; }
+    if (close.code === 1008) { text("events-note", "live events refused: " + (close.reason || "bad request")); return; }
+    if (close.code === 4410) lastEventId = null;  // since= no longer kept: start from what is kept now
     text("events-note", "live events reconnecting…");
     setTimeout(connectEvents, retryMs);
     retryMs = Math.min(retryMs * 2, 30000);
