@@ -16,7 +16,7 @@ from ingestor.api.config import HttpConfig
 from ingestor.config.registry import config_union
 from ingestor.contract import ConnectorConfig, StrictModel
 from ingestor.database.config import DatabaseConfig
-from ingestor.derive.config import DerivationConfig
+from ingestor.derive.config import DerivationConfig, EventsConfig
 from ingestor.pipeline.config import PipelineConfig
 from ingestor.plant import PlantConfig
 from ingestor.service.logs import LoggingConfig
@@ -38,6 +38,7 @@ class IngestorConfig(StrictModel):
     connectors: list[AnyConnectorConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
     derivation: DerivationConfig = DerivationConfig()
+    events: EventsConfig = EventsConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -3,7 +3,8 @@
 Startup opens the spool (refusing to start when another process uses it), the HTTP endpoints, the spooler
 (queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant dimensions
 before its first commit, retrying while the database is down), one supervisor per enabled connector, the view
-refresher, and the derivation of production and downtime facts (with the data-quality checks).
+refresher, the derivation of production and downtime facts (with the data-quality checks), and the live events
+(woken by each commit of the writer).
 
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
@@ -31,6 +32,7 @@ from ingestor.contract import BuildContext, get_logger, now_us
 from ingestor.daemon.supervisor import ConnectorSupervisor
 from ingestor.database.dimensions import DimensionKeys
 from ingestor.database.prepare import prepare_database
+from ingestor.derive.live import LiveEvents
 from ingestor.derive.task import DerivationTask, stop_task
 from ingestor.pipeline import metrics
 from ingestor.pipeline.queue import ReadingQueue
@@ -56,9 +58,12 @@ class Daemon:
         self.spool = AsyncSpool(Spool(pipeline.spool_dir, config.instance_id, pipeline.durability))
         self.spooler = Spooler(self.queue, self.spool, pipeline)
         self.schema_ready = asyncio.Event()
+        self.live = LiveEvents(config.plant, config.events, config.derivation, config.database, config.instance_id,
+                               self.url, self.schema_ready)
         self.writer = SpoolWriter(self.spool, self.spooler, pipeline, url=self.url, instance_id=config.instance_id,
                                   prepare=self._prepare_database, connect_timeout=config.database.connect_timeout,
-                                  retry=config.database.reconnect, on_connected=self.schema_ready.set)
+                                  retry=config.database.reconnect, on_connected=self.schema_ready.set,
+                                  on_committed=self.live.wake)
         # What the plant has, for connectors that learn equipment from the traffic (MQTT topic templates): they
         # can refuse an unknown code at the source, counted, instead of passing it down to be dead-lettered.
         context = BuildContext(known_equipment=frozenset(e.code for *_, e in config.plant.equipment()),
@@ -163,8 +168,10 @@ class Daemon:
                     ViewRefresher(self.config.database, self.url, self.schema_ready).run(), name="view-refresher")
                 derivation = asyncio.create_task(
                     DerivationTask(self.config.plant, self.config.derivation, self.config.database,
-                                   self.config.instance_id, self.url, self.schema_ready).run(), name="derivation")
+                                   self.config.instance_id, self.url, self.schema_ready, on_derived=self.live.derived,
+                                   on_quality=self.live.quality_checked).run(), name="derivation")
                 stack.push_async_callback(stop_task, derivation)
+                stack.push_async_callback(stop_task, asyncio.create_task(self.live.run(), name="live-events"))
                 connectors = [asyncio.create_task(s.run(), name=f"connector-{s.name}") for s in self.supervisors]
                 stop = asyncio.create_task(self._stop.wait())
                 done, _ = await asyncio.wait({stop, writer, spooler}, return_when=asyncio.FIRST_COMPLETED)

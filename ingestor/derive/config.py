@@ -42,3 +42,26 @@ class DerivationConfig(StrictModel):
         if 0 < self.max_segment < 60:
             raise ValueError("max_segment must be 0 (no limit) or at least 1m")
         return self
+
+
+class EventsConfig(StrictModel):
+    """``events:`` settings: the live events the daemon emits for the API's WebSocket (docs/api.md "Live
+    events").  Downtime events follow the committed state readings; production and quality events follow the
+    derivation (``derivation:``) and ``check_data_quality()``."""
+
+    enabled: bool = Field(default=True, description="emit live events and keep live_equipment_state up to date")
+    poll_interval: Duration = Field(
+        default=1.0, gt=0, le=60,
+        description="how often new state readings are looked for when no commit of the writer wakes the task")
+    production_interval: Duration = Field(
+        default=60.0, ge=1,
+        description="a running machine's current shift OEE is sent at least this often (besides after every "
+                    "derivation that wrote its production records)")
+    scrap_rate_alert: float | None = Field(
+        default=0.05, gt=0, le=1,
+        description="a quality_alert when a machine's scrap rate in the current shift exceeds this (null: never)")
+    scrap_alert_min_parts: int = Field(
+        default=20, ge=1, description="the scrap rate is judged only once the shift has this many parts")
+    retention: Duration = Field(
+        default=86400.0, ge=600,
+        description="events are kept this long for clients that resume with since= (then deleted)")

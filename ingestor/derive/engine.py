@@ -76,13 +76,18 @@ class DeriveReport:
     stops_without_reason: int = 0
     parts_outside_schedule: int = 0
     oldest_derived_until: int | None = None
+    production_changed: set[int] = field(default_factory=set)
+    """The machines (equipment ids) whose ``fact_production`` rows this run inserted, updated or deleted."""
 
     @property
     def changed(self) -> bool:
         return self.writes.changed
 
-    def add(self, facts: WindowFacts, writes: WriteResult) -> None:
+    def add(self, facts: WindowFacts, writes: WriteResult, equipment_id: int | None = None) -> None:
         self.windows += 1
+        if equipment_id is not None and any(
+                counts.get("fact_production") for counts in (writes.inserted, writes.updated, writes.deleted)):
+            self.production_changed.add(equipment_id)
         self.writes.add(writes)
         self.stops_without_reason += facts.stops_without_reason
         self.parts_outside_schedule += facts.parts_outside_schedule
@@ -219,7 +224,7 @@ class Deriver:
             if end <= plan.calendar.floor(start):
                 return None
             facts, writes = await self._derive(conn, plan, start, end, horizon)
-            report.add(facts, writes)
+            report.add(facts, writes, plan.equipment_id)
             new_until = end if derived_until is None else max(derived_until, end)
             new_pending = pending if pending is not None and pending >= end else (
                 end if pending is not None and derived_until is not None and end < derived_until else None)
@@ -254,7 +259,7 @@ class Deriver:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, plan.equipment_id)
                     facts, writes = await self._derive(conn, plan, at, end, horizon)
-                report.add(facts, writes)
+                report.add(facts, writes, plan.equipment_id)
                 first_start, last_end = min(first_start, facts.start), max(last_end, end)
                 at = end
         return report, first_start, last_end

@@ -93,12 +93,17 @@ async def load_ids(conn: asyncpg.Connection, plant: PlantConfig) -> DimensionIds
 
 async def load_window(conn: asyncpg.Connection, plan: EquipmentPlan, start: int, end: int) -> dict[str, Series]:
     """Every role tag's readings for the window ``[start, end)``."""
-    names = plan.parameters()
+    return await load_series(conn, plan.equipment_id, plan.parameters(), start, end)
+
+
+async def load_series(conn: asyncpg.Connection, equipment_id: int, names: Sequence[str], start: int, end: int
+                      ) -> dict[str, Series]:
+    """The readings of tags ``names`` of one machine for ``[start, end)``, as the derivation sees them."""
     begin, finish = from_us(start), from_us(end)
     before = {r["parameter"]: Point(to_us(r["event_ts"]), r["value"])
-              for r in await conn.fetch(_BEFORE, plan.equipment_id, names, begin)}
+              for r in await conn.fetch(_BEFORE, equipment_id, list(names), begin)}
     points: dict[str, list[Point]] = {name: [] for name in names}
-    for r in await conn.fetch(_CHANGES, plan.equipment_id, names, begin, finish):
+    for r in await conn.fetch(_CHANGES, equipment_id, list(names), begin, finish):
         points[r["parameter"]].append(Point(to_us(r["event_ts"]), r["value"]))
     return {name: Series(before.get(name), tuple(points[name])) for name in names}
 

@@ -8,6 +8,10 @@ schedule still runs), so a live OEE dashboard is at most one interval behind.  E
 ``derivation.check_data_quality`` it runs ``check_data_quality()`` and sets
 ``ingestor_data_quality_check_passed{check}`` (1 passed, 0 failed, NaN could not run) and
 ``ingestor_data_quality_violations{check}`` (the count the check reports).
+
+Two optional callbacks tell the live events (:mod:`ingestor.derive.live`) what happened, without waiting for
+them: ``on_derived(report)`` after each run (its ``production_changed`` names the machines whose production
+records were written) and ``on_quality(findings)`` after each ``check_data_quality()``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -51,15 +57,33 @@ QUALITY_VIOLATIONS = Gauge(
 QUALITY_RUNS = Counter("ingestor_data_quality_runs_total", "Runs of check_data_quality()", ["result"])
 
 
+@dataclass(frozen=True)
+class QualityFinding:
+    """One row of ``check_data_quality()``: ``passed`` None when the check could not run."""
+
+    check: str
+    table: str
+    passed: bool | None
+    details: Any
+    violations: float
+
+
+async def data_quality_findings(conn: asyncpg.Connection) -> list[QualityFinding]:
+    """Run ``check_data_quality()`` and set the metrics; returns every check's row."""
+    findings = []
+    for row in await conn.fetch("SELECT check_name, table_name, passed, details FROM check_data_quality()"):
+        details = json.loads(row["details"]) if isinstance(row["details"], str) else row["details"]
+        finding = QualityFinding(row["check_name"], row["table_name"], row["passed"], details,
+                                 _violations(details))
+        QUALITY_PASSED.labels(finding.check).set(math.nan if finding.passed is None else float(finding.passed))
+        QUALITY_VIOLATIONS.labels(finding.check).set(finding.violations)
+        findings.append(finding)
+    return findings
+
+
 async def export_data_quality(conn: asyncpg.Connection) -> dict[str, bool | None]:
     """Run ``check_data_quality()`` and set the metrics; returns ``check -> passed``."""
-    results: dict[str, bool | None] = {}
-    for row in await conn.fetch("SELECT check_name, passed, details FROM check_data_quality()"):
-        check, passed = row["check_name"], row["passed"]
-        results[check] = passed
-        QUALITY_PASSED.labels(check).set(math.nan if passed is None else float(passed))
-        QUALITY_VIOLATIONS.labels(check).set(_violations(row["details"]))
-    return results
+    return {finding.check: finding.passed for finding in await data_quality_findings(conn)}
 
 
 def _violations(details: Any) -> float:
@@ -88,8 +112,12 @@ class DerivationTask:
     """Runs the derivation and the data-quality export on their schedules until cancelled."""
 
     def __init__(self, plant: PlantConfig, settings: DerivationConfig, database: DatabaseConfig, instance_id: str,
-                 url: str, schema_ready: asyncio.Event) -> None:
+                 url: str, schema_ready: asyncio.Event, *,
+                 on_derived: Callable[[DeriveReport], None] | None = None,
+                 on_quality: Callable[[list[QualityFinding]], None] | None = None) -> None:
         self._settings = settings
+        self._on_derived = on_derived
+        self._on_quality = on_quality
         self._database = database
         self._url = url
         self._schema_ready = schema_ready
@@ -167,6 +195,8 @@ class DerivationTask:
         record(report, now_us)
         self.runs += 1
         self.last_report = report
+        if self._on_derived is not None:
+            self._on_derived(report)
         if report.changed and self._settings.refresh_oee_after_change:
             with contextlib.suppress(asyncpg.PostgresError):
                 await refresh_view(conn, "view_oee_daily")
@@ -177,13 +207,15 @@ class DerivationTask:
 
     async def _check(self, conn: asyncpg.Connection) -> None:
         try:
-            results = await export_data_quality(conn)
+            findings = await data_quality_findings(conn)
         except asyncpg.PostgresError as exc:
             QUALITY_RUNS.labels("error").inc()
             log.warning("check_data_quality() failed", error=str(exc))
             return
         QUALITY_RUNS.labels("ok").inc()
-        failed = sorted(name for name, passed in results.items() if passed is False)
+        if self._on_quality is not None:
+            self._on_quality(findings)
+        failed = sorted(f.check for f in findings if f.passed is False)
         if failed:
             log.warning("data quality checks failed", checks=failed)
 

@@ -7,7 +7,9 @@ crash, not yet deleted), and makes sure the spool will never hand out a sequence
 Then it reads the oldest batches, up to ``write_rows`` rows at a time (so a backlog drains in large
 transactions, much faster than real time), commits them with the new watermark in one transaction
 (:mod:`ingestor.database.commit`), and deletes them from the spool.  While the database is down it retries
-with capped exponential backoff and jitter; the spool keeps accepting readings meanwhile.
+with capped exponential backoff and jitter; the spool keeps accepting readings meanwhile.  ``on_committed``
+is called right after each commit (the live events wake on it, so a state change reaches a WebSocket client
+without waiting for a poll); it must not block.
 
 Batches encoded with keys from an older dimension sync are written as they are when the keys still agree
 (the usual case: ids never change in one database), and re-keyed row by row otherwise (the daemon was pointed
@@ -49,7 +51,8 @@ class SpoolWriter:
 
     def __init__(self, spool: AsyncSpool, spooler: Spooler, config: PipelineConfig, *, url: str, instance_id: str,
                  prepare: Prepare, connect_timeout: float = 10.0, retry: ReconnectConfig | None = None,
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None,
+                 on_committed: Callable[[], None] | None = None) -> None:
         self._spool = spool
         self._spooler = spooler
         self._config = config
@@ -59,6 +62,7 @@ class SpoolWriter:
         self._connect_timeout = connect_timeout
         self._retry = retry or ReconnectConfig(initial=0.5, max=30.0)
         self._on_connected = on_connected
+        self._on_committed = on_committed
         self._conn: asyncpg.Connection | None = None
         self._rows_in_database: int | None = None  # ingest_watermark.rows_written as this writer knows it
         self._compatible: dict[int, bool] = {}
@@ -210,6 +214,8 @@ class SpoolWriter:
         self.dead_lettered += len(committed.dead_letters)
         if self._rows_in_database is not None:
             self._rows_in_database += committed.written
+        if self._on_committed is not None:
+            self._on_committed()
         await self._spool.call(self._spool.spool.delete_through, last)
         await self._spooler.space_freed()
 

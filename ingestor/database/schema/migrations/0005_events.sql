@@ -35,6 +35,8 @@ CREATE TABLE api_event (
 );
 ALTER SEQUENCE api_event_event_id_seq OWNED BY api_event.event_id;
 CREATE INDEX idx_api_event_created ON api_event (created_at);
+-- The daemon looks up the latest quality alert to tell whether check_data_quality()'s findings changed.
+CREATE INDEX idx_api_event_quality_alert ON api_event (event_id) WHERE event_type = 'quality_alert';
 COMMENT ON TABLE api_event IS
     'live events of the API (WS /api/events), kept for events.retention so a client can resume with since= (ingestor)';
 COMMENT ON COLUMN api_event.event_time IS 'when what the event reports happened (the envelope''s timestamp)';
