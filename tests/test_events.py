@@ -1,0 +1,434 @@
+"""Live events end to end: the schema's emit_event() and NOTIFY (ordering, dedupe, retention, the maintenance
+trigger), the daemon's live task on real readings (downtime as it is committed, restarts, late readings, the
+shift calendar, production and quality alerts), and the WebSocket endpoint on a real uvicorn server.
+
+Machine M1 (site in Europe/Berlin): state 1 running, 2 planned stop, 3 unplanned stop; reason tag 1 =
+MECH_FAIL, 4 = SCHED_MAINT; micro-stops under 30 s.  All times below are local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+import yaml
+
+from ingestor.config import IngestorConfig
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
+from ingestor.derive.engine import Deriver
+from ingestor.derive.live import LiveEvents
+from ingestor.derive.segments import to_us
+from ingestor.derive.task import data_quality_findings
+
+from .conftest import Database
+from .helpers import async_wait_until
+
+BERLIN = ZoneInfo("Europe/Berlin")
+DAY = date(2025, 6, 2)
+
+PLANT = """
+instance_id: live
+database: {{url: "{dsn}"}}
+derivation: {{settle: 1m, max_segment: 15m}}
+events: {{production_interval: 1m, scrap_rate_alert: 0.1, scrap_alert_min_parts: 20}}
+plant:
+  sites:
+    - code: BER
+      name: Berlin
+      timezone: Europe/Berlin
+      shifts:
+{shifts}
+      areas:
+        - code: A
+          name: Area
+          work_centers:
+            - code: W
+              name: Line
+              equipment:
+                - code: M1
+                  name: Machine 1
+                  theoretical_rate: 720
+                  roles:
+                    part_counter: {{parameter: parts, bits: 32}}
+                    scrap_counter: {{parameter: scrap, bits: 32}}
+                    state:
+                      parameter: state
+                      running: [1]
+                      planned_stop: [2]
+                      reason_parameter: reason
+                      reasons: {{1: MECH_FAIL, 4: SCHED_MAINT}}
+                      default_unplanned_reason: MAT_SHORT
+                      default_planned_reason: SCHED_MAINT
+                      micro_stop: 30s
+                - {{code: M2, name: Machine 2}}
+"""
+ALL_DAY = """        - {code: EARLY, name: Early shift, start: "06:00", end: "14:00"}
+        - {code: LATE, name: Late shift, start: "14:00", end: "22:00"}
+        - {code: NIGHT, name: Night shift, start: "22:00", end: "06:00"}"""
+NO_NIGHT = """        - {code: EARLY, name: Early shift, start: "06:00", end: "14:00"}
+        - {code: LATE, name: Late shift, start: "14:00", end: "22:00"}"""
+
+EVENT_TABLES = "api_event, live_equipment_state, live_watermark, derive_watermark, derive_equipment, derive_stop"
+
+
+def local(hh: int, mm: int = 0, ss: int = 0, day: date = DAY) -> datetime:
+    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=BERLIN).astimezone(UTC)
+
+
+def config_for(dsn: str, shifts: str = ALL_DAY) -> IngestorConfig:
+    return IngestorConfig.model_validate(yaml.safe_load(PLANT.format(dsn=dsn, shifts=shifts)))
+
+
+async def insert(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table("fact_sensor_event", records=rows, columns=[
+        "equipment_id", "event_ts", "parameter", "value", "unit_id", "quality"])
+
+
+def state(equipment: int, at: datetime, value: float, reason: float | None = None) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = [(equipment, at, "state", value, None, 0)]
+    if reason is not None:
+        rows.append((equipment, at, "reason", reason, None, 0))
+    return rows
+
+
+async def events(conn: asyncpg.Connection, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every event as the API sends it, in id order."""
+    rows = await conn.fetch("SELECT api_event_json(e)::text AS envelope FROM api_event e "
+                            "WHERE $1::text IS NULL OR event_type = $1 ORDER BY event_id", kind)
+    return [json.loads(r["envelope"]) for r in rows]
+
+
+@pytest.fixture
+async def conn(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        await apply_schema(connection)
+        await connection.execute(f"TRUNCATE {EVENT_TABLES}, fact_sensor_event, fact_downtime, fact_scrap, "
+                                 "fact_maintenance, fact_production")
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def live_task(conn: asyncpg.Connection, dsn: str, shifts: str = ALL_DAY) -> tuple[LiveEvents, dict[str, int]]:
+    config = config_for(dsn, shifts)
+    keys = await sync_dimensions(conn, config.plant)
+    ready = asyncio.Event()
+    ready.set()
+    live = LiveEvents(config.plant, config.events, config.derivation, config.database, config.instance_id, dsn,
+                      ready)
+    await live.prepare(conn)
+    return live, dict(keys.equipment)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The schema: emit_event, NOTIFY, order, retention, maintenance
+# ---------------------------------------------------------------------------------------------------------
+
+async def test_emit_event_notifies_once_per_dedupe_key_with_the_envelope(conn: asyncpg.Connection,
+                                                                         database: Database) -> None:
+    _, ids = await live_task(conn, database.dsn)
+    listener = await asyncpg.connect(database.dsn)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("ingestor_event", lambda *args: payloads.put_nowait(args[3]))
+    try:
+        emit = "SELECT emit_event($1, $2, $3, $4::jsonb, $5)"
+        first = await conn.fetchval(emit, "downtime", local(8), ids["M1"], '{"phase": "started"}', "stop:1")
+        assert await conn.fetchval(emit, "downtime", local(8), ids["M1"], '{"phase": "again"}', "stop:1") is None
+        plain = await conn.fetchval(emit, "production", local(8, 1), ids["M1"], '{"currentOEE": 0.5}', None)
+        assert plain > first
+        big = await conn.fetchval(emit, "quality_alert", local(8, 2), None, json.dumps({"x": "y" * 9000}), None)
+
+        notified = [json.loads(await asyncio.wait_for(payloads.get(), 10)) for _ in range(3)]
+        assert notified[0] == {"id": first, "type": "downtime", "timestamp": "2025-06-02T06:00:00.000Z",
+                               "equipmentId": ids["M1"], "equipmentCode": "M1", "data": {"phase": "started"}}
+        assert notified[1]["id"] == plain and notified[1]["data"] == {"currentOEE": 0.5}
+        # too big for NOTIFY's 8000 bytes: only the id, for the listener to read the row
+        assert notified[2] == {"id": big, "type": "quality_alert", "equipmentId": None, "truncated": True}
+        assert payloads.empty()
+        stored = await events(conn)
+        assert [e["id"] for e in stored] == [first, plain, big]
+        assert stored[0] == notified[0] and len(stored[2]["data"]["x"]) == 9000
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.fetchval(emit, "gossip", local(8), None, "{}", None)
+    finally:
+        await listener.close()
+
+
+async def test_event_ids_are_handed_out_in_commit_order(conn: asyncpg.Connection, database: Database) -> None:
+    """A transaction that emits holds the order lock to its commit, so one that emits after it gets a
+    higher id and commits after it: since=<id> can never skip an event committed late."""
+    other = await asyncpg.connect(database.dsn)
+    listener = await asyncpg.connect(database.dsn)
+    order: list[int] = []
+    await listener.add_listener("ingestor_event", lambda *args: order.append(json.loads(args[3])["id"]))
+    try:
+        first = conn.transaction()
+        await first.start()
+        early = await conn.fetchval("SELECT emit_event('maintenance', now(), NULL, '{}')")
+        pid = other.get_server_pid()
+        second = asyncio.create_task(other.fetchval("SELECT emit_event('maintenance', now(), NULL, '{}')"))
+
+        async def waiting() -> bool:
+            return bool(await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted", pid))
+        await async_wait_until(waiting, 10, "the second emitter to wait for the order lock")
+        assert not second.done()
+        await first.commit()
+        late = await asyncio.wait_for(second, 10)
+        assert late > early
+        await async_wait_until(lambda: asyncio.sleep(0, len(order) == 2), 10, "both notifications")
+        assert order == [early, late]
+    finally:
+        await other.close()
+        await listener.close()
+
+
+async def test_a_maintenance_record_written_by_plain_sql_emits_an_event(conn: asyncpg.Connection,
+                                                                         database: Database) -> None:
+    _, ids = await live_task(conn, database.dsn)
+    maintenance = await conn.fetchval(
+        "INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, start_time, end_time, "
+        "labor_hours, material_cost, description) VALUES ($1, 'WO-17', 'Corrective', $2, $3, 1.5, 120.00, "
+        "'bearing replaced') RETURNING maintenance_id", ids["M1"], local(9), local(10, 30))
+    (event,) = await events(conn, "maintenance")
+    assert event["equipmentId"] == ids["M1"] and event["equipmentCode"] == "M1"
+    assert event["data"] == {"maintenanceId": maintenance, "workOrderNumber": "WO-17",
+                             "maintenanceType": "Corrective", "startTime": "2025-06-02T07:00:00.000Z",
+                             "endTime": "2025-06-02T08:30:00.000Z", "laborHours": 1.5, "materialCost": 120.00,
+                             "description": "bearing replaced"}
+    assert await conn.fetchval("SELECT dedupe_key FROM api_event WHERE event_id = $1", event["id"]) == \
+        f"maintenance:{maintenance}"
+    # a rolled-back insert emits nothing
+    with pytest.raises(asyncpg.CheckViolationError):
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, start_time, "
+                "end_time) VALUES ($1, 'WO-18', 'Preventive', $2, $2)", ids["M1"], local(9))
+            await conn.execute("INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, "
+                               "start_time, end_time) VALUES ($1, 'WO-19', 'Gossip', $2, $2)", ids["M1"], local(9))
+    assert len(await events(conn, "maintenance")) == 1
+
+
+async def test_retention_deletes_a_prefix_of_ids_and_records_how_far(conn: asyncpg.Connection) -> None:
+    ids = [await conn.fetchval("SELECT emit_event('maintenance', now(), NULL, '{}')") for _ in range(5)]
+    await conn.execute("UPDATE api_event SET created_at = now() - interval '2 days' WHERE event_id = ANY($1)",
+                       [ids[0], ids[2]])  # ids[1] is newer than the cut but older than ids[2]: goes too
+    assert await conn.fetchval("SELECT prune_api_events(interval '1 day')") == 3
+    assert [e["id"] for e in await events(conn)] == ids[3:]
+    assert await conn.fetchval("SELECT pruned_through FROM api_event_retention") == ids[2]
+    assert await conn.fetchval("SELECT prune_api_events(interval '1 day')") == 0
+    with pytest.raises(asyncpg.RaiseError, match="keep must be positive"):
+        await conn.fetchval("SELECT prune_api_events(interval '0')")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The live task: downtime from the state readings
+# ---------------------------------------------------------------------------------------------------------
+
+async def machine_state(conn: asyncpg.Connection, equipment: int) -> tuple[Any, ...]:
+    row = await conn.fetchrow(
+        "SELECT s.state, s.since, s.state_value, r.reason_code FROM live_equipment_state s "
+        "LEFT JOIN dim_downtime_reason r USING (reason_id) WHERE s.equipment_id = $1", equipment)
+    return tuple(row) if row is not None else ()
+
+
+async def test_downtime_started_and_ended_follow_the_state_readings_across_a_restart(
+        conn: asyncpg.Connection, database: Database) -> None:
+    live, ids = await live_task(conn, database.dsn)
+    m1 = ids["M1"]
+    assert await machine_state(conn, m1) == ("unknown", None, None, None)
+    now = to_us(local(12))
+
+    await insert(conn, state(m1, local(6), 1))
+    report = await live.step(conn, now)
+    assert report.readings == 1 and report.emitted == {}
+    assert await machine_state(conn, m1) == ("running", local(6), 1.0, None)
+
+    # the stop is an event as soon as its reading is committed: no derivation has run
+    await insert(conn, state(m1, local(8, 5), 3, reason=1))
+    assert (await live.step(conn, now)).emitted == {"downtime": 1}
+    (started,) = await events(conn, "downtime")
+    assert started["timestamp"] == "2025-06-02T06:05:00.000Z" and started["equipmentCode"] == "M1"
+    assert started["data"] == {"phase": "started", "state": "stopped", "stateValue": 3.0, "planned": False,
+                               "startTime": "2025-06-02T06:05:00.000Z", "reasonId": started["data"]["reasonId"],
+                               "reasonCode": "MECH_FAIL", "reasonDescription": "Mechanical failure"}
+    assert await machine_state(conn, m1) == ("stopped", local(8, 5), 3.0, "MECH_FAIL")
+    assert await conn.fetchval("SELECT count(*) FROM derive_equipment") == 0
+
+    # the daemon restarts in the middle of the stop: the new task knows it from the database
+    restarted, _ = await live_task(conn, database.dsn)
+    assert restarted.machines[m1].state == "stopped" and restarted.machines[m1].stop_start == to_us(local(8, 5))
+    assert (await restarted.step(conn, now)).emitted == {}
+    await insert(conn, state(m1, local(8, 40), 1, reason=0))
+    assert (await restarted.step(conn, now)).emitted == {"downtime": 1}
+    ended = (await events(conn, "downtime"))[-1]
+    assert ended["timestamp"] == "2025-06-02T06:40:00.000Z"
+    assert {k: v for k, v in ended["data"].items() if k != "reasonId"} == {
+        "phase": "ended", "state": "stopped", "stateValue": 3.0, "planned": False,
+        "startTime": "2025-06-02T06:05:00.000Z", "endTime": "2025-06-02T06:40:00.000Z", "durationSeconds": 2100.0,
+        "microStop": False, "reasonCode": "MECH_FAIL", "reasonDescription": "Mechanical failure"}
+    assert await machine_state(conn, m1) == ("running", local(8, 40), 1.0, None)
+
+    # a late reading (older than the newest state applied) is no transition
+    await insert(conn, state(m1, local(8, 30), 3))
+    report = await restarted.step(conn, now)
+    assert report.late == 1 and report.emitted == {}
+    assert await machine_state(conn, m1) == ("running", local(8, 40), 1.0, None)
+
+    # a short unplanned stop without a reason code: the default reason, and a micro-stop
+    await insert(conn, state(m1, local(9), 3) + state(m1, local(9, 0, 20), 1))
+    assert (await restarted.step(conn, now)).emitted == {"downtime": 2}
+    short = (await events(conn, "downtime"))[-1]["data"]
+    assert (short["durationSeconds"], short["microStop"], short["reasonCode"]) == (20.0, True, "MAT_SHORT")
+
+    # a crash before anything was recorded: everything is read again, and nothing is emitted twice
+    await conn.execute("UPDATE live_watermark SET last_event_id = 0; DELETE FROM live_equipment_state")
+    again, _ = await live_task(conn, database.dsn)
+    report = await again.step(conn, now)
+    assert report.emitted == {} and report.deduplicated == 4
+    assert len(await events(conn, "downtime")) == 4
+    assert await machine_state(conn, m1) == ("running", local(9, 0, 20), 1.0, None)
+
+
+async def test_a_stop_value_changing_to_another_is_a_new_stop_and_planned_stops_say_so(
+        conn: asyncpg.Connection, database: Database) -> None:
+    live, ids = await live_task(conn, database.dsn)
+    m1 = ids["M1"]
+    now = to_us(local(12))
+    await insert(conn, state(m1, local(6), 1) + state(m1, local(7), 2, reason=4))
+    await live.step(conn, now)
+    await insert(conn, state(m1, local(7, 10), 3, reason=1) + state(m1, local(7, 30), 1, reason=0))
+    await live.step(conn, now)
+    phases = [(e["data"]["phase"], e["data"]["state"], e["data"]["reasonCode"], e["data"].get("durationSeconds"))
+              for e in await events(conn, "downtime")]
+    assert phases == [("started", "planned_stop", "SCHED_MAINT", None), ("ended", "planned_stop", "SCHED_MAINT", 600.0),
+                      ("started", "stopped", "MECH_FAIL", None), ("ended", "stopped", "MECH_FAIL", 1200.0)]
+    assert [e["data"]["planned"] for e in await events(conn, "downtime")] == [True, True, False, False]
+
+
+async def test_a_stop_ends_where_scheduled_time_ends_and_starts_again_with_the_next_shift(
+        conn: asyncpg.Connection, database: Database) -> None:
+    """No night shift: a stop from 21:50 is downtime until 22:00, and again from 06:00, as the derivation
+    records it; the wall clock moves the boundary for a machine that reports only on change."""
+    live, ids = await live_task(conn, database.dsn, NO_NIGHT)
+    m1 = ids["M1"]
+    await insert(conn, state(m1, local(21), 1) + state(m1, local(21, 50), 2, reason=4))
+    await live.step(conn, to_us(local(21, 51)))
+    assert [e["data"]["phase"] for e in await events(conn, "downtime")] == ["started"]
+    await live.step(conn, to_us(local(22, 0, 5)))  # within the grace for readings in flight
+    assert len(await events(conn, "downtime")) == 1
+    await live.step(conn, to_us(local(22, 0, 11)))
+    ended = (await events(conn, "downtime"))[-1]["data"]
+    assert (ended["phase"], ended["endTime"], ended["durationSeconds"]) == ("ended", "2025-06-02T20:00:00.000Z",
+                                                                              600.0)
+    assert await machine_state(conn, m1) == ("planned_stop", local(21, 50), 2.0, "SCHED_MAINT")
+
+    # the next morning the machine is still stopped when the shift begins, and runs from 06:10
+    tomorrow = DAY + timedelta(days=1)
+    await insert(conn, state(m1, local(6, 10, day=tomorrow), 1))
+    await live.step(conn, to_us(local(6, 11, day=tomorrow)))
+    phases = [(e["data"]["phase"], e["data"]["startTime"], e["data"].get("durationSeconds"))
+              for e in (await events(conn, "downtime"))[2:]]
+    assert phases == [("started", "2025-06-03T04:00:00.000Z", None), ("ended", "2025-06-03T04:00:00.000Z", 600.0)]
+    assert await machine_state(conn, m1) == ("running", local(6, 10, day=tomorrow), 1.0, None)
+
+
+async def test_the_task_wakes_on_commit_and_emits_at_once(conn: asyncpg.Connection, database: Database) -> None:
+    live, ids = await live_task(conn, database.dsn)
+    live.settings = live.settings.model_copy(update={"poll_interval": 60.0})  # only a wake can find it soon
+    await insert(conn, state(ids["M1"], datetime.now(UTC) - timedelta(seconds=5), 1))
+    task = asyncio.create_task(live.run())
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, live.steps >= 1), 20, "the first step")
+        await insert(conn, state(ids["M1"], datetime.now(UTC), 3, reason=1))
+        live.wake()  # what the writer does after its commit
+        await async_wait_until(lambda: events(conn, "downtime"), 5, "the downtime event")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The live task: production and quality alerts
+# ---------------------------------------------------------------------------------------------------------
+
+def production_readings(m1: int, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+    """M1 runs from ``start``: 10 parts a minute, 2 of them scrap."""
+    rows = state(m1, start, 1)
+    moment, parts = start, 0
+    while moment <= end:
+        rows += [(m1, moment, "parts", float(parts), None, 0), (m1, moment, "scrap", float(parts // 5), None, 0)]
+        parts += 10
+        moment += timedelta(minutes=1)
+    return rows
+
+
+async def test_production_events_carry_the_shifts_oee_by_the_schemas_formula(conn: asyncpg.Connection,
+                                                                             database: Database) -> None:
+    live, ids = await live_task(conn, database.dsn)
+    m1 = ids["M1"]
+    config = config_for(database.dsn)
+    deriver = Deriver(config.plant, config.derivation, "live")
+    await deriver.prepare(conn)
+    await insert(conn, production_readings(m1, local(6), local(7)))
+    now = to_us(local(7, 1, 30))
+    await live.step(conn, now)  # running, but nothing derived in this shift yet: no production event
+    assert await events(conn, "production") == []
+
+    report = await deriver.run_once(conn, now)
+    assert report.production_changed == {m1}
+    live.derived(report)
+    assert (await live.step(conn, now)).emitted == {"production": 1, "quality_alert": 1}
+    (production,) = await events(conn, "production")
+    expected = await conn.fetchrow("SELECT * FROM oee_by_shift($1, $2) WHERE equipment_id = $3",
+                                   local(6), local(14), m1)
+    data = production["data"]
+    assert data["shift"] == "Early shift" and data["shiftCode"] == "EARLY" and data["productionDay"] == 20250602
+    assert data["currentOEE"] == round(expected["oee"], 4)
+    assert (data["availability"], data["performance"], data["quality"]) == (
+        round(expected["availability"], 4), round(expected["performance"], 4), round(expected["quality"], 4))
+    assert (data["partsProduced"], data["goodParts"], data["scrapParts"]) == (590, 472, 118)
+    assert data["targetRate"] == 720.0 and data["derivedUntil"] == "2025-06-02T05:00:00.000Z"
+
+    (alert,) = await events(conn, "quality_alert")
+    assert alert["equipmentCode"] == "M1"
+    assert alert["data"] == {"kind": "scrap_rate", "shift": "Early shift", "shiftCode": "EARLY",
+                             "productionDay": 20250602, "scrapRate": 0.2, "threshold": 0.1, "scrapParts": 118,
+                             "partsProduced": 590}
+
+    # a minute later the running machine gets its periodic update; the shift's alert is not repeated
+    assert (await live.step(conn, now + 30 * 10**6)).emitted == {}
+    assert (await live.step(conn, now + 60 * 10**6)).emitted == {"production": 1}
+    assert len(await events(conn, "quality_alert")) == 1
+
+
+async def test_data_quality_findings_alert_once_per_change(conn: asyncpg.Connection, database: Database) -> None:
+    live, ids = await live_task(conn, database.dsn)
+    shift = await conn.fetchval("SELECT shift_id FROM dim_shift WHERE shift_code = 'EARLY'")
+    bad = await conn.fetchval(
+        "INSERT INTO fact_production (date_id, shift_id, equipment_id, start_time, end_time, "
+        "planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts) "
+        "VALUES (20250101, $1, $2, '2025-01-01 06:00+00', '2025-01-01 14:00+00', 1000, 2000, 1, 1, 1) "
+        "RETURNING production_id", shift, ids["M2"])
+    for _ in range(2):  # the same findings twice: one alert
+        live.quality_checked(await data_quality_findings(conn))
+        await live.step(conn)
+    (alert,) = await events(conn, "quality_alert")
+    assert alert["equipmentId"] is None
+    assert [(c["check"], c["violations"]) for c in alert["data"]["failedChecks"]] == [
+        ("operating_time_exceeds_planned", 1)]
+    assert alert["data"]["failedChecks"][0]["details"]["sample_ids"] == [bad]
+
+    await conn.execute("DELETE FROM fact_production WHERE production_id = $1", bad)
+    live.quality_checked(await data_quality_findings(conn))
+    await live.step(conn)
+    resolved = (await events(conn, "quality_alert"))[-1]["data"]
+    assert resolved == {"kind": "data_quality", "failedChecks": [], "resolved": ["operating_time_exceeds_planned"]}
