@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket as socket_module
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
+import websockets
 import yaml
 
+from ingestor.api.events import EventHub
+from ingestor.api.routes.events import EventPage
 from ingestor.config import IngestorConfig
+from ingestor.contract import ReconnectConfig
 from ingestor.database.dimensions import sync_dimensions
 from ingestor.database.schema import apply_schema
 from ingestor.derive.engine import Deriver
@@ -27,8 +33,10 @@ from ingestor.derive.live import LiveEvents
 from ingestor.derive.segments import to_us
 from ingestor.derive.task import data_quality_findings
 
+from .api_helpers import api_state, served
 from .conftest import Database
 from .helpers import async_wait_until
+from .private_postgres import PrivatePostgres
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DAY = date(2025, 6, 2)
@@ -432,3 +440,190 @@ async def test_data_quality_findings_alert_once_per_change(conn: asyncpg.Connect
     await live.step(conn)
     resolved = (await events(conn, "quality_alert"))[-1]["data"]
     assert resolved == {"kind": "data_quality", "failedChecks": [], "resolved": ["operating_time_exceeds_planned"]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The WebSocket endpoint and the hub, on a real uvicorn server
+# ---------------------------------------------------------------------------------------------------------
+
+def ws_url(base: str, **query: Any) -> str:
+    text = "&".join(f"{k}={v}" for k, v in query.items())
+    return base.replace("http://", "ws://") + "/api/events" + (f"?{text}" if text else "")
+
+
+def client(url: str, **options: Any) -> Any:
+    options.setdefault("proxy", None)
+    options.setdefault("open_timeout", 10)
+    return websockets.connect(url, **options)
+
+
+async def receive(socket: Any, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(socket.recv(), timeout)) for _ in range(count)]
+
+
+async def emit(conn: asyncpg.Connection, kind: str, equipment: int | None, **data: Any) -> int:
+    event_id: int = await conn.fetchval("SELECT emit_event($1, now(), $2, $3::jsonb)", kind, equipment,
+                                        json.dumps(data))
+    return event_id
+
+
+async def closed_with(socket: Any, timeout: float = 20) -> tuple[int, str]:
+    """Read until the server closes; its close code and reason."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(timeout):
+            while True:
+                await socket.recv()
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def test_websocket_filters_replays_since_and_goes_live(conn: asyncpg.Connection, database: Database) -> None:
+    _, ids = await live_task(conn, database.dsn)
+    m1, m2 = ids["M1"], ids["M2"]
+    before = [await emit(conn, "downtime", m1, n=1), await emit(conn, "downtime", m2, n=2),
+              await emit(conn, "production", m1, n=3), await emit(conn, "quality_alert", None, n=4),
+              await emit(conn, "downtime", m1, n=5)]
+    async with served(api_state(database.dsn)) as base:
+        async with client(ws_url(base, since=before[0] - 1, types="downtime,quality_alert", equipment="M1")) as one, \
+                client(ws_url(base)) as everything:
+            replayed = await receive(one, 2)
+            assert [e["id"] for e in replayed] == [before[0], before[4]]
+            assert replayed[0] == (await events(conn))[0]  # the envelope, as stored
+            assert set(replayed[0]) == {"id", "type", "timestamp", "equipmentId", "equipmentCode", "data"}
+            # live: only what matches; the plant-wide alert is not about M1
+            live = [await emit(conn, "quality_alert", None, n=6), await emit(conn, "downtime", m2, n=7),
+                    await emit(conn, "quality_alert", m1, n=8), await emit(conn, "maintenance", m1, n=9),
+                    await emit(conn, "downtime", m1, n=10)]
+            assert [e["data"]["n"] for e in await receive(one, 2)] == [8, 10]
+            # without since=: live events only, all of them, in order
+            assert [e["id"] for e in await receive(everything, 5)] == live
+
+
+async def test_bad_parameters_close_with_the_reason(conn: asyncpg.Connection, database: Database) -> None:
+    await live_task(conn, database.dsn)
+    await emit(conn, "maintenance", None)
+    async with served(api_state(database.dsn)) as base:
+        for query, code, words in (({"types": "downtime,gossip"}, 1008, "unknown event type gossip"),
+                                   ({"equipment": "M1,NOPE"}, 1008, "unknown equipment NOPE"),
+                                   ({"since": "yesterday"}, 1008, "since: expected the id of an event"),
+                                   ({"since": "999999999"}, 4410, "no such event in this database")):
+            async with client(ws_url(base, **query)) as socket:
+                got_code, reason = await closed_with(socket)
+                assert (got_code, words in reason) == (code, True), reason
+
+
+async def test_a_client_dropped_mid_stream_resumes_with_since_and_misses_nothing(
+        conn: asyncpg.Connection, database: Database) -> None:
+    """Two emitters commit 400 events concurrently while the client reads, loses its connection without a
+    close (a network drop), and reconnects with since=<last id received>: it gets every event exactly once,
+    in id order."""
+    _, ids = await live_task(conn, database.dsn)
+    start = await emit(conn, "maintenance", None, n=0)
+    other = await asyncpg.connect(database.dsn)
+
+    async def emitter(db: asyncpg.Connection, who: str) -> None:
+        for n in range(200):
+            await emit(db, "downtime", ids["M1"], who=who, n=n)
+
+    try:
+        async with served(api_state(database.dsn)) as base:
+            seen: list[int] = []
+            socket = await client(ws_url(base, since=start))
+            producers = asyncio.gather(emitter(conn, "a"), emitter(other, "b"))
+            seen += [e["id"] for e in await receive(socket, 60)]
+            socket.transport.abort()  # gone without a close frame
+            await asyncio.sleep(0)
+            async with client(ws_url(base, since=seen[-1])) as again:
+                while len(seen) < 400:
+                    seen += [e["id"] for e in await receive(again, 1)]
+            await producers
+            stored = [e["id"] for e in await events(conn, "downtime")]
+            assert seen == stored and len(stored) == 400
+    finally:
+        await other.close()
+
+
+async def test_a_slow_client_is_closed_and_the_others_keep_up(conn: asyncpg.Connection, database: Database) -> None:
+    await live_task(conn, database.dsn)
+    state_ = api_state(database.dsn)
+    hub = EventHub(database.dsn, client_queue=20)
+    state_.services["events"] = hub
+    async with served(state_) as base:
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket_module.socket()
+        sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 8192)
+        sock.connect((host, int(port)))
+        async with client(ws_url(base), max_queue=1, compression=None, sock=sock) as slow, \
+                client(ws_url(base), compression=None) as fast:
+            await async_wait_until(lambda: asyncio.sleep(0, hub.subscribers == 2), 10, "two subscribers")
+            first = await conn.fetchval(
+                "SELECT min(emit_event('production', now(), NULL, jsonb_build_object('n', g, 'pad', "
+                "repeat(md5(g::text), 120)))) FROM generate_series(1, 3000) g")
+            got = [e["id"] for e in await receive(fast, 3000, timeout=60)]
+            assert got == list(range(first, first + 3000))  # one transaction: consecutive ids
+            assert hub.subscribers == 1  # the slow one was dropped, the fast one kept everything
+            # the slow client reads what was on the way, then the close frame telling it what to do
+            slow_ids: list[int] = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(60):
+                    while True:
+                        slow_ids.append(json.loads(await slow.recv())["id"])
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1013 and "reconnect with since=" in closed.value.rcvd.reason
+            assert slow_ids == got[:len(slow_ids)] and len(slow_ids) < 3000
+        async with client(ws_url(base, since=slow_ids[-1])) as resumed:
+            rest = [e["id"] for e in await receive(resumed, 3000 - len(slow_ids), timeout=60)]
+        assert slow_ids + rest == got
+
+
+async def test_the_rest_listing_pages_through_the_same_envelopes(conn: asyncpg.Connection, database: Database) -> None:
+    _, ids = await live_task(conn, database.dsn)
+    made = [await emit(conn, "downtime" if n % 2 else "production", ids["M1"], n=n) for n in range(5)]
+    async with served(api_state(database.dsn)) as base, httpx.AsyncClient(base_url=base) as http:
+        page = await http.get("/api/events", params={"since": made[0] - 1, "limit": 2})
+        assert page.status_code == 200 and page.headers["content-type"] == "application/json"
+        body = EventPage.model_validate(page.json())
+        assert [e.id for e in body.events] == made[:2] and body.more and body.next_since == made[1]
+        assert page.json()["events"] == (await events(conn))[:2]
+        rest = (await http.get("/api/events", params={"since": body.next_since, "types": "downtime"})).json()
+        assert [e["id"] for e in rest["events"]] == [made[3]] and rest["more"] is False
+        assert rest["nextSince"] == made[3]
+        missing = await http.get("/api/events", params={"equipment": "NOPE"})
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (await http.get("/api/events", params={"types": "gossip"})).status_code == 400
+        await conn.execute("UPDATE api_event SET created_at = now() - interval '2 days' WHERE event_id = $1",
+                           made[1])
+        await conn.execute("SELECT prune_api_events()")
+        gone = await http.get("/api/events", params={"since": made[0]})
+        assert gone.status_code == 410 and "deleted" in gone.json()["detail"]
+        assert [e["id"] for e in (await http.get("/api/events", params={"since": 0})).json()["events"]] == made[2:]
+
+
+async def test_the_hub_survives_a_database_restart_and_backfills(tmp_path: Any) -> None:
+    """The listener's database stops and starts again; events committed before the hub is back are sent
+    from the table: the client, connected all along, misses none."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        conn = await asyncpg.connect(server.dsn())
+        await apply_schema(conn)
+        state_ = api_state(server.dsn())
+        # the hub waits 4 s between attempts: long enough for the server to restart and the events after it
+        # to be committed before it listens again
+        hub = EventHub(server.dsn(), retry=ReconnectConfig(initial=4.0, max=4.0, jitter=0.0), keepalive=1.0)
+        state_.services["events"] = hub
+        async with served(state_) as base, client(ws_url(base)) as socket:
+            before = [await emit(conn, "maintenance", None, n=n) for n in range(3)]
+            assert [e["id"] for e in await receive(socket, 3)] == before
+            await conn.close()
+            server.stop("fast")
+            await async_wait_until(lambda: asyncio.sleep(0, not hub.connected), 20, "the hub to notice")
+            server.start()
+            conn = await asyncpg.connect(server.dsn())
+            after = [await emit(conn, "maintenance", None, n=n) for n in range(3, 8)]
+            assert not hub.connected, "the hub came back before the events were committed: no backfill to test"
+            assert [e["id"] for e in await receive(socket, 5, timeout=30)] == after
+            assert hub.connects == 2 and hub.backfilled == 5
+            await conn.close()
+    finally:
+        server.close()
