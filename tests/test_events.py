@@ -265,9 +265,10 @@ async def test_downtime_started_and_ended_follow_the_state_readings_across_a_res
     assert (await live.step(conn, now)).emitted == {"downtime": 1}
     (started,) = await events(conn, "downtime")
     assert started["timestamp"] == "2025-06-02T06:05:00.000Z" and started["equipmentCode"] == "M1"
+    mech_fail = await conn.fetchval("SELECT reason_id FROM dim_downtime_reason WHERE reason_code = 'MECH_FAIL'")
     assert started["data"] == {"phase": "started", "state": "stopped", "stateValue": 3.0, "planned": False,
-                               "startTime": "2025-06-02T06:05:00.000Z", "reasonId": started["data"]["reasonId"],
-                               "reasonCode": "MECH_FAIL", "reasonDescription": "Mechanical failure"}
+                               "startTime": "2025-06-02T06:05:00.000Z",
+                               "reason": {"id": mech_fail, "code": "MECH_FAIL", "description": "Mechanical failure"}}
     assert await machine_state(conn, m1) == ("stopped", local(8, 5), 3.0, "MECH_FAIL")
     assert await conn.fetchval("SELECT count(*) FROM derive_equipment") == 0
 
@@ -279,10 +280,10 @@ async def test_downtime_started_and_ended_follow_the_state_readings_across_a_res
     assert (await restarted.step(conn, now)).emitted == {"downtime": 1}
     ended = (await events(conn, "downtime"))[-1]
     assert ended["timestamp"] == "2025-06-02T06:40:00.000Z"
-    assert {k: v for k, v in ended["data"].items() if k != "reasonId"} == {
+    assert ended["data"] == {
         "phase": "ended", "state": "stopped", "stateValue": 3.0, "planned": False,
         "startTime": "2025-06-02T06:05:00.000Z", "endTime": "2025-06-02T06:40:00.000Z", "durationSeconds": 2100.0,
-        "microStop": False, "reasonCode": "MECH_FAIL", "reasonDescription": "Mechanical failure"}
+        "microStop": False, "reason": {"id": mech_fail, "code": "MECH_FAIL", "description": "Mechanical failure"}}
     assert await machine_state(conn, m1) == ("running", local(8, 40), 1.0, None)
 
     # a late reading (older than the newest state applied) is no transition
@@ -295,7 +296,7 @@ async def test_downtime_started_and_ended_follow_the_state_readings_across_a_res
     await insert(conn, state(m1, local(9), 3) + state(m1, local(9, 0, 20), 1))
     assert (await restarted.step(conn, now)).emitted == {"downtime": 2}
     short = (await events(conn, "downtime"))[-1]["data"]
-    assert (short["durationSeconds"], short["microStop"], short["reasonCode"]) == (20.0, True, "MAT_SHORT")
+    assert (short["durationSeconds"], short["microStop"], short["reason"]["code"]) == (20.0, True, "MAT_SHORT")
 
     # a crash before anything was recorded: everything is read again, and nothing is emitted twice
     await conn.execute("UPDATE live_watermark SET last_event_id = 0; DELETE FROM live_equipment_state")
@@ -315,7 +316,7 @@ async def test_a_stop_value_changing_to_another_is_a_new_stop_and_planned_stops_
     await live.step(conn, now)
     await insert(conn, state(m1, local(7, 10), 3, reason=1) + state(m1, local(7, 30), 1, reason=0))
     await live.step(conn, now)
-    phases = [(e["data"]["phase"], e["data"]["state"], e["data"]["reasonCode"], e["data"].get("durationSeconds"))
+    phases = [(e["data"]["phase"], e["data"]["state"], e["data"]["reason"]["code"], e["data"].get("durationSeconds"))
               for e in await events(conn, "downtime")]
     assert phases == [("started", "planned_stop", "SCHED_MAINT", None), ("ended", "planned_stop", "SCHED_MAINT", 600.0),
                       ("started", "stopped", "MECH_FAIL", None), ("ended", "stopped", "MECH_FAIL", 1200.0)]
@@ -627,3 +628,166 @@ async def test_the_hub_survives_a_database_restart_and_backfills(tmp_path: Any) 
             await conn.close()
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole path: the OPC UA simulator, the daemon, its API, a WebSocket client
+# ---------------------------------------------------------------------------------------------------------
+
+DAEMON = """
+instance_id: live-e2e
+database: {{url: "{dsn}"}}
+derivation: {{interval: 1s, settle: 1s, max_segment: 1m, check_data_quality: 1s}}
+events: {{production_interval: 5s, scrap_rate_alert: 0.2, scrap_alert_min_parts: 5}}
+plant:
+  sites:
+    - code: S1
+      name: Site
+      timezone: Europe/Berlin
+      areas:
+        - code: A1
+          name: Area
+          work_centers:
+            - code: W1
+              name: Line
+              equipment:
+                - code: PRESS-01
+                  name: Press 1
+                  theoretical_rate: 7200
+                  roles:
+                    part_counter: {{parameter: parts_total, bits: 32}}
+                    good_counter: {{parameter: parts_good, bits: 32}}
+                    state:
+                      parameter: state
+                      running: [1]
+                      planned_stop: [2]
+                      reason_parameter: reason
+                      reasons: {{1: MECH_FAIL, 2: ELEC_FAIL, 3: TOOL_CHANGE, 4: MAT_SHORT, 5: SCHED_MAINT}}
+                      default_unplanned_reason: MECH_FAIL
+                      default_planned_reason: SCHED_MAINT
+                - {{code: M2, name: Machine without roles}}
+connectors:
+  - type: opcua
+    name: press
+    endpoint: {endpoint}
+    reconnect: {{initial: 200ms, max: 1s}}
+    groups:
+      - name: production
+        publishing_interval: 100ms
+        sampling_interval: 0
+        queue_size: 20
+        tags:
+          - {{node: "ns=2;s=PRESS-01.parts_total", equipment: PRESS-01, parameter: parts_total}}
+          - {{node: "ns=2;s=PRESS-01.parts_good", equipment: PRESS-01, parameter: parts_good}}
+          - {{node: "ns=2;s=PRESS-01.state", equipment: PRESS-01, parameter: state}}
+          - {{node: "ns=2;s=PRESS-01.reason", equipment: PRESS-01, parameter: reason}}
+pipeline: {{batch_rows: 100, batch_age: 100ms, spool_dir: "{spool}"}}
+http: {{listen: "127.0.0.1:{port}"}}
+logging: {{format: json}}
+"""
+
+
+@pytest.mark.slow
+async def test_the_four_event_types_from_the_simulator_through_the_daemon(fresh_database: Database,
+                                                                            tmp_path: Any) -> None:
+    """A press served by the OPC UA simulator (a part every 0.5 s, 40 % scrap), read by the daemon, whose own
+    API serves the events: a stop and its end as soon as the state is committed, the shift's OEE after the
+    derivation, the scrap alert, a maintenance record, a data-quality finding; then the client drops and
+    resumes with since= without missing anything."""
+    from ingestor.config import load_config
+    from ingestor.daemon.runtime import Daemon
+    from simulators.machine import Machine, MachineProfile
+    from simulators.opcua import OpcUaSimulator, SimulatorOptions
+
+    from .helpers import free_port
+
+    press = Machine("PRESS-01", MachineProfile(cycle_time=0.5, scrap_rate=0.4, mean_time_between_failures=1e9,
+                                               mean_time_between_planned_stops=1e9))
+    simulator = OpcUaSimulator(SimulatorOptions(port=free_port(), interval=0.1), machines=[press])
+    port = free_port()
+    path = tmp_path / "config.yaml"
+    path.write_text(DAEMON.format(dsn=fresh_database.dsn, endpoint=simulator.endpoint, spool=tmp_path / "spool",
+                                  port=port))
+    base = f"http://127.0.0.1:{port}"
+    await simulator.start()
+    daemon = Daemon(load_config(path, environ={}))
+    serving = asyncio.create_task(daemon.serve())
+    conn: asyncpg.Connection | None = None
+    seen: list[dict[str, Any]] = []
+
+    async def until(socket: Any, wanted: Any, timeout: float) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = json.loads(await socket.recv())
+                seen.append(event)
+                if wanted(event):
+                    return event
+
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.schema_ready.is_set()), 30, "the schema")
+        conn = await asyncpg.connect(fresh_database.dsn)
+
+        async def running() -> bool:
+            return await conn.fetchval("SELECT state FROM live_equipment_state") == "running"  # type: ignore[union-attr]
+        await async_wait_until(running, 30, "PRESS-01 running in live_equipment_state")
+        socket = await client(ws_url(base, since=0))
+
+        # a stop, and its end, each as soon as its state reading is committed
+        await simulator.write("PRESS-01", "reason", 1)
+        await simulator.write("PRESS-01", "state", 3)
+        written = asyncio.get_running_loop().time()
+        started = await until(socket, lambda e: e["type"] == "downtime" and e["data"]["phase"] == "started", 20)
+        latency = asyncio.get_running_loop().time() - written
+        assert started["equipmentCode"] == "PRESS-01" and started["data"]["reason"]["code"] == "MECH_FAIL"
+        assert latency < 5, f"the stop took {latency:.2f} s from the simulator to the WebSocket"
+        print(f"stop written in the simulator -> downtime event on the WebSocket: {latency * 1000:.0f} ms")
+        await simulator.write("PRESS-01", "state", 1)
+        await simulator.write("PRESS-01", "reason", 0)
+        ended = await until(socket, lambda e: e["type"] == "downtime" and e["data"]["phase"] == "ended", 20)
+        assert ended["data"]["durationSeconds"] > 0 and ended["data"]["reason"]["code"] == "MECH_FAIL"
+        assert ended["data"]["startTime"] == started["data"]["startTime"]
+
+        # the shift's OEE once the derivation wrote a production record (the first one-minute cell ends),
+        # and the scrap alert of the shift
+        production = await until(socket, lambda e: e["type"] == "production", 100)
+        assert production["data"]["partsProduced"] > 0 and production["data"]["targetRate"] == 7200.0
+        assert 0 < production["data"]["currentOEE"] <= 1 and production["data"]["quality"] < 0.9
+        alert = await until(socket, lambda e: e["type"] == "quality_alert" and e["data"]["kind"] == "scrap_rate",
+                            60)
+        assert alert["data"]["scrapRate"] > 0.2
+
+        # a maintenance record written by SQL, and a data-quality finding
+        m2 = await conn.fetchval("SELECT equipment_id FROM dim_equipment WHERE equipment_code = 'M2'")
+        await conn.execute(
+            "INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, start_time, end_time) "
+            "VALUES ($1, 'WO-1', 'Preventive', now() - interval '1 hour', now())", m2)
+        maintenance = await until(socket, lambda e: e["type"] == "maintenance", 20)
+        assert maintenance["equipmentCode"] == "M2" and maintenance["data"]["workOrderNumber"] == "WO-1"
+        shift = await conn.fetchval("SELECT shift_id FROM dim_shift LIMIT 1")
+        await conn.execute(
+            "INSERT INTO fact_production (date_id, shift_id, equipment_id, start_time, end_time, "
+            "planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts) "
+            "VALUES (20250101, $1, $2, '2025-01-01 06:00+00', '2025-01-01 14:00+00', 1000, 2000, 1, 1, 1)",
+            shift, m2)
+        finding = await until(socket, lambda e: e["type"] == "quality_alert" and e["data"]["kind"] == "data_quality",
+                              30)
+        assert [c["check"] for c in finding["data"]["failedChecks"]] == ["operating_time_exceeds_planned"]
+
+        # the network drops; what happens meanwhile is replayed after the reconnect with since=
+        socket.transport.abort()
+        await conn.execute(
+            "INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, start_time, end_time) "
+            "VALUES ($1, 'WO-2', 'Corrective', now() - interval '1 hour', now())", m2)
+        async with client(ws_url(base, since=seen[-1]["id"])) as again:
+            await until(again, lambda e: e["type"] == "maintenance" and e["data"]["workOrderNumber"] == "WO-2", 20)
+        stored = [r["event_id"] for r in await conn.fetch("SELECT event_id FROM api_event ORDER BY event_id")]
+        assert [e["id"] for e in seen] == stored[:len(seen)], "every event once, in order, across the drop"
+        daemon.stop()
+        assert await serving == 0
+    finally:
+        if conn is not None:
+            await conn.close()
+        if not serving.done():
+            daemon.stop()
+            await asyncio.wait_for(serving, 30)
+        await simulator.stop()

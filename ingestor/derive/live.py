@@ -528,8 +528,10 @@ class LiveEvents:
                           series)
 
     def _reason_fields(self, reason_id: int | None) -> dict[str, Any]:
-        code, description = self.reasons.get(reason_id, (None, None)) if reason_id is not None else (None, None)
-        return {"reasonId": reason_id, "reasonCode": code, "reasonDescription": description}
+        if reason_id is None:
+            return {"reason": None}
+        code, description = self.reasons.get(reason_id, (None, None))
+        return {"reason": {"id": reason_id, "code": code, "description": description}}
 
     async def _started(self, conn: asyncpg.Connection, machine: LiveMachine, start: int) -> Emit:
         assert machine.value is not None
