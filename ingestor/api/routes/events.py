@@ -18,7 +18,7 @@ code   why the server closes
 1013   too slow to keep up (its queue overflowed), or the database is unavailable: reconnect with since=
 4410   since= cannot be honoured whole (older than the events kept, or not an event of this database):
        reload what you show, then connect without since=
-1001   the server is shutting down
+1012   the server is restarting or shutting down (1001 when the hub closes first)
 =====  ==========================================================================================
 
 Handlers are thin: the hub and the queries are :mod:`ingestor.api.events`.
