@@ -251,7 +251,9 @@ class CommitReplyLoss:
             self._loop.run_until_complete(main())
 
 
-def test_a_commit_whose_reply_is_lost_is_counted_once_and_written_once(database: Database, tmp_path: Path) -> None:
+def test_a_commit_whose_reply_is_lost_is_counted_once_and_written_once(fresh_database: Database,
+                                                                       tmp_path: Path) -> None:
+    database = fresh_database  # its own database: the other tests of this module count rows in theirs
     server_port = int(database.dsn.rsplit(":", 1)[1].split("/", 1)[0])
     relay = CommitReplyLoss(server_port)
     dsn = database.dsn.replace(f"127.0.0.1:{server_port}", f"127.0.0.1:{relay.port}")
