@@ -410,6 +410,16 @@ async def test_plant_tree(conn: asyncpg.Connection) -> None:
             (ids["PRESS1"], ts("2025-06-11 11:00"), None, ts("2025-06-11 11:05"), 3.0, False, mech),  # going on
             (ids["PRESS2"], ts("2025-06-11 03:00"), None, ts("2025-06-11 03:30"), 2.0, True, None),
         ])
+    await conn.execute("DELETE FROM live_equipment_state")
+    elec = await conn.fetchval("SELECT reason_id FROM dim_downtime_reason WHERE reason_code = 'ELEC_FAIL'")
+    await conn.executemany(
+        "INSERT INTO live_equipment_state (equipment_id, state, since, state_value, reason_id, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)", [
+            # PRESS1 runs again since 11:30; the derivation has not caught up (its open stop is still shown)
+            (ids["PRESS1"], "running", ts("2025-06-11 11:30"), 1.0, None, ts("2025-06-11 11:31")),
+            # ROBOT1 stopped, an electrical failure; the derivation has not seen it yet
+            (ids["ROBOT1"], "stopped", ts("2025-06-11 08:00"), 7.0, elec, ts("2025-06-11 08:00:02")),
+        ])
     tree = await analytics.plant(conn, PlantScope())
     shape = [(s.code, s.timezone, [(a.code, [(w.code, [e.code for e in w.equipment]) for w in a.work_centers])
                                    for a in s.areas]) for s in tree]
@@ -421,14 +431,24 @@ async def test_plant_tree(conn: asyncpg.Connection) -> None:
     equipment = {e.code: e for s in tree for a in s.areas for w in a.work_centers for e in w.equipment}
     press1 = equipment["PRESS1"]
     assert (press1.name, press1.type, press1.active) == ("Press 1", "press", True)
-    reason = analytics.Reason("MECH_FAIL", "Mechanical failure", "Unscheduled Downtime")
+    mech_fail = analytics.Reason("MECH_FAIL", "Mechanical failure", "Unscheduled Downtime")
     assert press1.status == analytics.EquipmentStatus(
-        "stopped", ts("2025-06-11 11:00"), reason,
-        analytics.OpenStop(ts("2025-06-11 11:00"), False, ts("2025-06-11 11:05"), reason), ts("2025-06-11 12:00"))
+        "running", ts("2025-06-11 11:30"), None, 1.0, ts("2025-06-11 11:31"),
+        analytics.OpenStop(ts("2025-06-11 11:00"), False, ts("2025-06-11 11:05"), mech_fail), ts("2025-06-11 12:00"))
+    assert equipment["ROBOT1"].status == analytics.EquipmentStatus(
+        "stopped", ts("2025-06-11 08:00"), analytics.Reason("ELEC_FAIL", "Electrical failure", "Unscheduled Downtime"),
+        7.0, ts("2025-06-11 08:00:02"), None, ts("2025-06-10 22:00"))
+    # No live state: the open stop the derivation saw (planned, no reason), then nothing at all.
     assert equipment["PRESS2"].status == analytics.EquipmentStatus(
-        "planned_stop", ts("2025-06-11 03:00"), None,
+        "planned_stop", ts("2025-06-11 03:00"), None, None, None,
         analytics.OpenStop(ts("2025-06-11 03:00"), True, ts("2025-06-11 03:30"), None), ts("2025-06-11 04:00"))
-    assert equipment["CNC1"].status == analytics.EquipmentStatus("unknown", None, None, None, ts("2025-06-09 12:00"))
+    assert equipment["CNC1"].status == analytics.EquipmentStatus(
+        "unknown", None, None, None, None, None, ts("2025-06-09 12:00"))
+    await conn.execute("DELETE FROM live_equipment_state WHERE equipment_id = $1", ids["PRESS1"])
+    press1 = next(e for s in await analytics.plant(conn, PlantScope(equipment=("PRESS1",)))
+                  for a in s.areas for w in a.work_centers for e in w.equipment)
+    assert (press1.status.state, press1.status.since, press1.status.reason) == (
+        "stopped", ts("2025-06-11 11:00"), mech_fail)  # the ongoing stop, from the derivation
 
     # A scope keeps only the branches that lead to its equipment.
     tree = await analytics.plant(conn, PlantScope(areas=("ASSEMBLY", "MACHINING")))
@@ -458,6 +478,7 @@ class Api:
     that plain and hypothesis tests can share one application (and its pool) per module."""
 
     def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
         self.loop = asyncio.new_event_loop()
         self._client = api_client(api_state(dsn))
         self.client = self.loop.run_until_complete(self._client.__aenter__())
@@ -605,10 +626,29 @@ def test_plant_endpoint(api: Api) -> None:
     cnc = site["areas"][0]["workCenters"][0]["equipment"][0]
     assert {k: v for k, v in cnc.items() if k != "id"} == {
         "code": "CNC1", "name": "CNC 1", "type": None, "active": True,
-        "status": {"state": "unknown", "since": None, "reason": None, "openStop": None,
-                   "lastProductionEnd": "2025-06-09T12:00:00Z"}}
+        "status": {"state": "unknown", "since": None, "reason": None, "value": None, "updatedAt": None,
+                   "openStop": None, "lastProductionEnd": "2025-06-09T12:00:00Z"}}
     whole = ok(api.get("/api/plant"))
     assert [s["code"] for s in whole["sites"]] == ["PLANT1", "PLANT2", "PLANT3"]
+
+    async def robot_stops() -> None:
+        conn = await asyncpg.connect(api.dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO live_equipment_state (equipment_id, state, since, state_value, reason_id, updated_at) "
+                "SELECT e.equipment_id, 'stopped', '2025-06-11 08:00Z', 7, r.reason_id, '2025-06-11 08:00:02Z' "
+                "FROM dim_equipment e, dim_downtime_reason r WHERE e.equipment_code = 'ROBOT1' "
+                "AND r.reason_code = 'ELEC_FAIL' ON CONFLICT (equipment_id) DO UPDATE SET state = EXCLUDED.state, "
+                "since = EXCLUDED.since, state_value = EXCLUDED.state_value, reason_id = EXCLUDED.reason_id, "
+                "updated_at = EXCLUDED.updated_at")
+        finally:
+            await conn.close()
+    asyncio.run(robot_stops())
+    robot = ok(api.get("/api/plant", {"equipment": "ROBOT1"}))["sites"][0]["areas"][0]["workCenters"][0]["equipment"][0]
+    assert robot["status"] == {
+        "state": "stopped", "since": "2025-06-11T08:00:00Z",
+        "reason": {"code": "ELEC_FAIL", "description": "Electrical failure", "category": "Unscheduled Downtime"},
+        "value": 7.0, "updatedAt": "2025-06-11T08:00:02Z", "openStop": None, "lastProductionEnd": "2025-06-10T22:00:00Z"}
 
 
 def test_unknown_codes_are_404_naming_them(api: Api) -> None:

@@ -201,9 +201,13 @@ class OpenStop:
 
 @dataclass(frozen=True)
 class EquipmentStatus:
+    """The machine's live state (``live_equipment_state``), else what its open stop says, else unknown."""
+
     state: EquipmentState
     since: datetime | None
     reason: Reason | None
+    value: float | None
+    updated_at: datetime | None
     open_stop: OpenStop | None
     last_production_end: datetime | None
 
@@ -397,7 +401,7 @@ def _tree(rows: Sequence[asyncpg.Record]) -> list[PlantSite]:
         status = EquipmentStatus(r["state"], r["state_since"],
                                  _reason(r["state_reason_code"], r["state_reason_description"],
                                          r["state_reason_category"]),
-                                 open_stop, r["last_production_end"])
+                                 r["state_value"], r["state_updated_at"], open_stop, r["last_production_end"])
         center.equipment.append(PlantEquipment(r["equipment_id"], r["equipment_code"], r["equipment_name"],
                                                r["equipment_type"], r["is_active"], status))
     return list(sites.values())

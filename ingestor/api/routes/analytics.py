@@ -270,6 +270,8 @@ class EquipmentStatus(ApiModel):
     state: EquipmentState
     since: dt.datetime | None = Field(description="when the state began, where known")
     reason: Reason | None = Field(description="the reason of a stop, where known")
+    value: float | None = Field(description="the machine's state value (PLC), from the live state")
+    updated_at: dt.datetime | None = Field(description="when the live state was last written; null without one")
     open_stop: OpenStop | None = Field(description="the stop the derivation saw going at the end of its last run")
     last_production_end: dt.datetime | None = Field(description="end of the latest production record")
 
