@@ -195,9 +195,11 @@ def _stand_in_api() -> tuple[FastAPI, list[dict[str, str]]]:
     async def oee(request: Request) -> Response:
         if not authorized(request):
             return JSONResponse({"status": 401}, status_code=401)
-        return JSONResponse([{"equipment": {"code": "M1", "name": "Machine 1"},
-                              "metrics": {"availability": 90.0, "performance": 80.0, "quality": 99.0,
-                                          "oee": 71.3}}])
+        # the shape of GET /api/manufacturing-metrics/oee/live: ratios 0..1
+        return JSONResponse({"at": "2026-01-01T00:00:00Z", "equipment": [
+            {"equipment": {"id": 1, "code": "M1", "name": "Machine 1"}, "site": "S1",
+             "shift": {"code": "DAY", "name": "Day"}, "date": "2026-01-01", "lastUpdate": None,
+             "metrics": {"availability": 0.9, "performance": 0.8, "quality": 0.99, "oee": 0.7128}}]})
 
     # FastAPI leaves WebSocket routes out of the schema; the page connects only when the schema lists the
     # path, so the events endpoint documents itself with a plain-HTTP answer at the same path

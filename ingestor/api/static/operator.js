@@ -168,9 +168,9 @@ function listOf(body) {
   for (const key of ["items", "data", "equipment", "results"]) if (body && Array.isArray(body[key])) return body[key];
   return [];
 }
-function percent(value) {
+function percent(value) {  // the API gives ratios 0..1
   if (typeof value !== "number") return null;
-  return Math.max(0, Math.min(100, value));
+  return Math.max(0, Math.min(100, value * 100));
 }
 function bar(label, value) {
   const pct = percent(value);
