@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import httpx
@@ -173,9 +174,9 @@ def test_ingestor_api_serves_without_connectors_and_hides_its_secrets(database: 
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "/readyz of ingestor api")
         bodies = [http_get(f"http://127.0.0.1:{port}{path}")[1] for path in ("/readyz", "/healthz", "/api/status")]
-        request = __import__("urllib.request").request.Request(
-            f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"Bearer {sentinel}"})
-        with __import__("urllib.request").request.urlopen(request, timeout=5) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status",
+                                         headers={"Authorization": f"Bearer {sentinel}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
             bodies.append(response.read().decode())
         process.send_signal(signal.SIGTERM)

@@ -29,6 +29,7 @@ from ingestor.contract import Reading, now_us
 from ingestor.daemon.runtime import Daemon
 from ingestor.database.schema import apply_schema
 
+from .bench.common import scrape
 from .conftest import REPO, SERVERS, Database, dsn_for
 from .helpers import async_wait_until, free_port, http_get, wait_until
 from .private_postgres import PrivatePostgres
@@ -180,7 +181,7 @@ def test_database_outage_buffers_in_the_spool_then_writes_every_reading_once(pri
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 10, "/readyz to report it")
         wait_until(lambda: spool_readings(port) > 2000, 15, "readings to pile up in the spool")
         # the metric agrees with /readyz for the whole outage, and a lost link is not a refused COPY
-        outage = _metrics(port)
+        outage = scrape(port)
         assert outage["ingestor_database_up"] == 0
         assert outage.get("ingestor_database_connection_failures_total", 0) >= 1
         assert outage.get("ingestor_copy_errors_total", 0) == 0
@@ -275,16 +276,6 @@ def test_a_commit_whose_reply_is_lost_is_counted_once_and_written_once(fresh_dat
     log = runner.log.read_text()
     assert "a commit whose reply was lost had landed" in log
     assert '"level": "error"' not in log or "commit not confirmed" in log
-
-
-def _metrics(port: int) -> dict[str, float]:
-    """Each ingestor_* metric of the daemon, summed over its labels."""
-    totals: dict[str, float] = {}
-    for line in http_get(f"http://127.0.0.1:{port}/metrics")[1].splitlines():
-        if line.startswith("ingestor_"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
 
 
 async def _admin(dsn: str, sql: str) -> None:

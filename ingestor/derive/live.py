@@ -46,7 +46,6 @@ import asyncio
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,7 +54,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from ingestor.contract import get_logger
+from ingestor.contract import get_logger, now_us
 from ingestor.database.config import DatabaseConfig
 from ingestor.database.connection import CONNECTION_ERRORS, connect
 from ingestor.derive.config import DerivationConfig, EventsConfig
@@ -213,7 +212,7 @@ class LiveEvents:
         self.instance_id = instance_id
         self._url = url
         self._schema_ready = schema_ready
-        self._clock = clock or (lambda: time.time_ns() // 1000)
+        self._clock = clock or now_us
         self._wake = asyncio.Event()
         self._production_due: set[int] = set()
         self._findings: list[QualityFinding] | None = None
