@@ -4,6 +4,7 @@ pipeline's figures with no console error."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,8 +12,10 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -25,10 +28,10 @@ from ingestor.api.routes.page import STATIC
 from .api_helpers import api_client, api_state
 from .conftest import REPO, Database
 from .helpers import free_port, http_get, wait_until
-from .test_daemon import CONFIG
 
 READ = "read-token-0123456789abcdef"
 ARTIFACTS = REPO / "tests" / "artifacts"
+T = TypeVar("T")
 
 
 def test_the_page_refers_to_nothing_outside_this_server() -> None:
@@ -62,12 +65,49 @@ async def test_the_page_is_open_and_its_data_needs_the_read_token(database: Data
         assert "/" not in (await client.get("/api/openapi.json")).json()["paths"]
 
 
+class Press:
+    """The OPC UA simulator playing PRESS-01 in a thread of its own (the browser test drives Selenium, which
+    blocks), with a way to change a machine variable as a PLC would."""
+
+    def __init__(self) -> None:
+        from simulators.machine import Machine, MachineProfile
+        from simulators.opcua import OpcUaSimulator, SimulatorOptions
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="opcua-simulator", daemon=True)
+        machine = Machine("PRESS-01", MachineProfile(cycle_time=0.5, scrap_rate=0.1, mean_time_between_failures=1e9,
+                                                     mean_time_between_planned_stops=1e9))
+        self.simulator = OpcUaSimulator(SimulatorOptions(port=free_port(), interval=0.1), machines=[machine])
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    def write(self, parameter: str, value: int) -> None:
+        self.call(self.simulator.write("PRESS-01", parameter, value))
+
+
 @pytest.fixture
-def daemon(database: Database, tmp_path: Path) -> Iterator[str]:
-    """``ingestor run`` with a generate connector on a free port; yields its base URL."""
+def press() -> Iterator[Press]:
+    press = Press()
+    press.thread.start()
+    try:
+        press.call(press.simulator.start())
+        yield press
+        press.call(press.simulator.stop())
+    finally:
+        press.loop.call_soon_threadsafe(press.loop.stop)
+        press.thread.join(10)
+
+
+@pytest.fixture
+def daemon(database: Database, press: Press, tmp_path: Path) -> Iterator[str]:
+    """``ingestor run`` reading the press from the simulator, on a free port; yields its base URL."""
+    from .test_events import DAEMON
+
     port = free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(dsn=database.dsn, port=port, spool=tmp_path / "spool"))
+    config.write_text(DAEMON.format(dsn=database.dsn, endpoint=press.simulator.endpoint, spool=tmp_path / "spool",
+                                    port=port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
     with (tmp_path / "daemon.log").open("w") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "ingestor", "run", "-c", str(config)],
@@ -105,14 +145,19 @@ def chromium(tmp_path: Path) -> Iterator[object]:
         driver.quit()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)  # the browser is slow; one server suffices
-def test_the_page_shows_the_live_daemon_in_a_real_browser(daemon: str, chromium: object) -> None:
+def test_the_page_shows_the_live_daemon_in_a_real_browser(daemon: str, press: Press, chromium: object) -> None:
+    """The daemon reads a press from the OPC UA simulator; the page shows the connector, the tags moving, the
+    pipeline's figures, a stop put into the simulator within seconds in the downtime feed, and its end, and
+    the shift's OEE once the derivation wrote the first production record."""
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 
     # what the page computes from: a count per connector (rates) and the age of the oldest unwritten reading
+    wait_until(lambda: json.loads(http_get(daemon + "/api/status")[1])["connectors"]["press"]["readings_received"],
+               30, "readings from the simulator")
     status = json.loads(http_get(daemon + "/api/status")[1])
-    assert status["connectors"]["gen"]["readings_received"] > 0
     assert 0 <= status["oldest_unwritten_age_s"] < 30
 
     driver: WebDriver = chromium  # type: ignore[assignment]
@@ -130,24 +175,46 @@ def test_the_page_shows_the_live_daemon_in_a_real_browser(daemon: str, chromium:
             "return Object.fromEntries([...document.querySelectorAll('#tags tr[data-tag]')]"
             ".map(r => [r.dataset.tag, r.querySelector('.value').textContent]));"))
 
-    # the connector, connected, with a rate computed from two polls
-    wait.until(lambda _: text('[data-connector="gen"] .state') == "connected")
-    wait.until(lambda _: _number(text('[data-connector="gen"] .rate')) > 0)
+    def feed() -> list[str]:
+        return list(driver.execute_script("return [...document.querySelectorAll('#downtime li')].map(li => li.textContent);"))
 
-    # every tag, and its value moving between polls
-    first = wait.until(lambda _: (v := tag_values()) and len(v) == 3 and v)
-    assert set(first) == {"gen/M1/temperature", "gen/M1/parts_total", "gen/M2/current"}
-    assert 20 <= _number(first["gen/M1/temperature"]) <= 80
-    wait.until(lambda _: tag_values()["gen/M1/parts_total"] != first["gen/M1/parts_total"])
+    # the connector, connected, with a rate computed from two polls
+    wait.until(lambda _: text('[data-connector="press"] .state') == "connected")
+    wait.until(lambda _: _number(text('[data-connector="press"] .rate')) > 0)
+
+    # every tag, and the part counter moving between polls
+    first = wait.until(lambda _: (v := tag_values()) and len(v) == 4 and v)
+    assert set(first) == {f"press/PRESS-01/{p}" for p in ("parts_total", "parts_good", "state", "reason")}
+    assert _number(first["press/PRESS-01/state"]) == 1
+    wait.until(lambda _: tag_values()["press/PRESS-01/parts_total"] != first["press/PRESS-01/parts_total"])
 
     # the pipeline: database connected, numbers for the spool and the writer
     assert text("#db-connected") == "connected"
     wait.until(lambda _: _number(text("#watermark")) > 0)
     for figure in ("#queue-depth", "#spool-readings", "#oldest-unwritten"):
         assert re.match(r"\d", text(figure)), figure
-    # the optional parts say they are missing instead of failing
-    wait.until(lambda _: text("#oee-note") not in ("", "loading…"))
-    wait.until(lambda _: text("#events-note") not in ("", "loading…"))
+    wait.until(lambda _: text("#events-note") == "no downtime since the page opened")
+
+    # a breakdown, as the PLC would show it: the reason code, then the state; it reaches the feed in seconds
+    press.write("reason", 1)
+    press.write("state", 3)
+    stopped_at = time.monotonic()
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda _: len(feed()) == 1)
+    latency = time.monotonic() - stopped_at
+    print(f"stop written in the simulator -> shown in the page's feed: {latency * 1000:.0f} ms")
+    assert "PRESS-01" in feed()[0] and "started" in feed()[0] and "Mechanical" in feed()[0], feed()
+    wait.until(lambda _: _number(tag_values()["press/PRESS-01/state"]) == 3)  # the stop lasts a status poll
+    press.write("state", 1)
+    press.write("reason", 0)
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda _: len(feed()) == 2)
+    assert re.search(r"PRESS-01 ended after \d+ s — Mechanical", feed()[0]), feed()
+
+    # the shift's OEE per machine, once the derivation closed the first one-minute cell
+    WebDriverWait(driver, 120, poll_frequency=0.5).until(lambda _: text("#oee-note") == "")
+    head = text('#oee [data-equipment="PRESS-01"] .machine-head')
+    assert re.search(r"OEE \d+\.\d %", head), head
+    widths = driver.execute_script("return [...document.querySelectorAll('#oee .bar > span')].map(s => s.style.width);")
+    assert len(widths) == 3 and all(re.fullmatch(r"[\d.]+%", w) for w in widths), widths
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "operator-page.png"
