@@ -687,6 +687,48 @@ logging: {{format: json}}
 """
 
 
+async def the_specifications_endpoints_match_the_readings(base: str, conn: asyncpg.Connection) -> None:
+    """``/production`` and ``/oee`` of the daemon's own API over the records it derived from the simulator, set
+    against the raw counter readings it stored (not against the facts the endpoints read): the parts made
+    between the first record's start and the last record's end, good and scrap, and the quality ratio."""
+    now = datetime.now(UTC)
+    window = {"from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(minutes=5)).isoformat()}
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        production = await http.get("/api/manufacturing-metrics/production", params=window)
+        oee = await http.get("/api/manufacturing-metrics/oee", params={**window, "granularity": "shift"})
+    assert production.status_code == 200 and oee.status_code == 200, (production.text, oee.text)
+    span = await conn.fetchrow(
+        "SELECT min(p.start_time) AS first, max(p.end_time) AS last, sum(p.planned_production_time) AS planned, "
+        "sum(p.operating_time) AS operating "
+        "FROM fact_production p JOIN dim_equipment e USING (equipment_id) WHERE e.equipment_code = 'PRESS-01'")
+
+    async def counted(parameter: str) -> int:
+        # the counter's increase over the records' span, from the readings (no wrap: the press starts at 0)
+        value = await conn.fetchval(
+            "SELECT (SELECT value FROM fact_sensor_event WHERE parameter = $1 AND equipment_id = e.equipment_id "
+            "        AND event_ts <= $2 ORDER BY event_ts DESC LIMIT 1) "
+            "     - (SELECT value FROM fact_sensor_event WHERE parameter = $1 AND equipment_id = e.equipment_id "
+            "        ORDER BY event_ts LIMIT 1) "
+            "FROM dim_equipment e WHERE e.equipment_code = 'PRESS-01'",
+            parameter, span["last"])
+        return int(value)
+
+    total, good = await counted("parts_total"), await counted("parts_good")
+    assert total > 0
+    body = production.json()
+    assert body["summary"]["totalParts"] == total and body["summary"]["goodParts"] == good
+    assert body["summary"]["scrapParts"] == total - good
+    assert [e["equipmentCode"] for e in body["byEquipment"]] == ["PRESS-01"]
+    assert body["byEquipment"][0]["production"] == total
+    [press] = oee.json()
+    assert press["equipment"]["code"] == "PRESS-01"
+    metrics = press["metrics"]
+    assert metrics["quality"] == pytest.approx(good / total)
+    assert metrics["availability"] == pytest.approx(float(span["operating"] / span["planned"]))
+    assert metrics["oee"] == pytest.approx(metrics["availability"] * metrics["performance"] * metrics["quality"])
+    assert press["periods"] and all(p["shift"]["code"] for p in press["periods"])
+
+
 @pytest.mark.slow
 async def test_the_four_event_types_from_the_simulator_through_the_daemon(fresh_database: Database,
                                                                             tmp_path: Any) -> None:
@@ -752,6 +794,7 @@ async def test_the_four_event_types_from_the_simulator_through_the_daemon(fresh_
         production = await until(socket, lambda e: e["type"] == "production", 100)
         assert production["data"]["partsProduced"] > 0 and production["data"]["targetRate"] == 7200.0
         assert 0 < production["data"]["currentOEE"] <= 1 and production["data"]["quality"] < 0.9
+        await the_specifications_endpoints_match_the_readings(base, conn)
         alert = await until(socket, lambda e: e["type"] == "quality_alert" and e["data"]["kind"] == "scrap_rate",
                             60)
         assert alert["data"]["scrapRate"] > 0.2
