@@ -176,7 +176,7 @@ def _report(name: str, values: list[float], seconds: float) -> None:
         print(f"{name}: no successful request")
         return
     ordered = sorted(values)
-    q = statistics.quantiles(ordered, n=100)
+    q = statistics.quantiles(ordered, n=100, method="inclusive")  # never beyond the max
     print(f"{name:>11}: {len(values)} requests, {len(values) / seconds:.0f}/s; "
           f"p50 {q[49] * 1000:.1f} ms, p90 {q[89] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
           f"max {ordered[-1] * 1000:.1f} ms")
