@@ -99,7 +99,7 @@ def start(command: str, config: dict[str, Any], tmp: Path) -> subprocess.Popen[b
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 
