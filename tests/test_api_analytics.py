@@ -465,8 +465,9 @@ async def test_the_api_queries_compute_no_ratio_themselves() -> None:
     for name, formula in (("api_oee", "oee_ratios("), ("mtbf_mttr", "reliability(")):
         sql = queries.load(name)
         assert formula in sql and "NULLIF" not in sql.upper(), name
-    assert "production_ideal_time" in queries.load("api_oee") and "production_ideal_time" in queries.load(
-        "api_production")
+    # the records' sums (and their ideal time) come from production_sums() (0006), as tested in
+    # test_production_rollup.py against production_ideal_time
+    assert "production_sums(" in queries.load("api_oee") and "production_sums(" in queries.load("api_production")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 --   $4  integer[]    the shifts (dim_shift ids); NULL: every shift
 --   $5  text         the periods: 'day' (production day, date_id), 'week' (ISO week of the production day),
 --                    'shift' (production day and shift)
+-- The records come as sums from production_sums() (migration 0006: the per-shift rollup, and the records of
+-- the shifts the window's edges cut).
 -- Every ratio is oee_ratios() (migration 0004) over the sums of a set of records, never an average of ratios:
 -- the same formula as view_oee_daily and oee_7day.sql, only grouped differently.
 -- Output, by equipment code; for each equipment first its 'window' row, then its 'period' rows in time order:
@@ -24,7 +26,7 @@
 WITH records AS (
     SELECT p.equipment_id,
            p.shift_id,
-           p.start_time >= $1::timestamptz                                           AS in_window,
+           p.in_second                                                               AS in_window,
            make_date(p.date_id / 10000, p.date_id / 100 % 100, p.date_id % 100)      AS production_date,
            p.operating_time,
            p.planned_production_time,
@@ -32,11 +34,8 @@ WITH records AS (
            p.ideal_known,
            p.good_parts,
            p.total_parts_produced
-    FROM production_ideal_time p
-    WHERE p.start_time >= $1::timestamptz - ($2::timestamptz - $1::timestamptz)
-      AND p.start_time < $2::timestamptz
-      AND ($3::integer[] IS NULL OR p.equipment_id = ANY ($3::integer[]))
-      AND ($4::integer[] IS NULL OR p.shift_id = ANY ($4::integer[]))
+    FROM production_sums($1::timestamptz - ($2::timestamptz - $1::timestamptz), $1::timestamptz, $2::timestamptz,
+                         $3::integer[], $4::integer[]) p
 ),
 windows AS (
     SELECT r.equipment_id, r.in_window, o.*

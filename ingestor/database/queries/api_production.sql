@@ -6,8 +6,8 @@
 --   $2  timestamptz  to
 --   $3  integer[]    the equipment (dim_equipment ids); NULL: every equipment
 --   $4  integer[]    the shifts (dim_shift ids); NULL: every shift
--- efficiency = the ideal time of the parts produced (parts × ideal cycle time, production_ideal_time of
--- migration 0004) / the planned production time: what was made against what the planned time allows at the
+-- efficiency = the ideal time of the parts produced (parts × ideal cycle time, as production_ideal_time of
+-- migration 0004 and production_sums() of 0006 compute it) / the planned production time: what was made against what the planned time allows at the
 -- ideal rate.  It equals availability × performance before performance is capped, so it exceeds 1 only when
 -- parts were made faster than their ideal cycle time.  NULL when the planned time is 0 or an ideal cycle time
 -- is missing for a record that made parts.
@@ -20,17 +20,12 @@ SELECT e.equipment_id,
        e.equipment_name,
        COALESCE(sum(p.total_parts_produced), 0)::bigint AS total_parts,
        COALESCE(sum(p.good_parts), 0)::bigint           AS good_parts,
-       COALESCE(sum(f.scrap_parts), 0)::bigint          AS scrap_parts,
+       COALESCE(sum(p.scrap_parts), 0)::bigint          AS scrap_parts,
        COALESCE(sum(p.planned_production_time), 0) / 3600000.0 AS planned_hours,
        CASE WHEN bool_and(p.ideal_known) THEN
            COALESCE(sum(p.theoretical_time), 0)::double precision / NULLIF(sum(p.planned_production_time), 0)
        END AS efficiency
-FROM production_ideal_time p
-JOIN fact_production f ON f.production_id = p.production_id
+FROM production_sums($1::timestamptz, $1::timestamptz, $2::timestamptz, $3::integer[], $4::integer[]) p
 JOIN dim_equipment e ON e.equipment_id = p.equipment_id
-WHERE p.start_time >= $1::timestamptz
-  AND p.start_time < $2::timestamptz
-  AND ($3::integer[] IS NULL OR p.equipment_id = ANY ($3::integer[]))
-  AND ($4::integer[] IS NULL OR p.shift_id = ANY ($4::integer[]))
 GROUP BY GROUPING SETS ((), (e.equipment_id, e.equipment_code, e.equipment_name))
 ORDER BY e.equipment_code NULLS FIRST;
