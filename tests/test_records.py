@@ -316,7 +316,9 @@ def test_quoted_fields_across_lines_keep_their_first_line(tmp_path: Path) -> Non
 def test_numbers_as_people_write_them() -> None:
     assert [parse_decimal(t) for t in ("12.5", "12,5", "1.280,00", "1,280.00", "1 280,5", "-3")] == [
         Decimal("12.5"), Decimal("12.5"), Decimal("1280.00"), Decimal("1280.00"), Decimal("1280.5"), Decimal(-3)]
-    assert parse_int("1.000") == 1000 and parse_int("12,0") == 12
+    assert parse_int("1000") == 1000 and parse_int("12,0") == 12 and parse_int("12.0") == 12
+    with pytest.raises(ValueError, match="ambiguous"):
+        parse_int("1.000")
     with pytest.raises(ValueError, match="not a number"):
         parse_decimal("12 kg")
 
@@ -330,4 +332,4 @@ def test_times_as_people_write_them() -> None:
     assert parse_time("06/03/2025 10:00", BERLIN, "mdy") == utc
     # clocks going back: 02:30 exists twice on 26 October 2025; the first (summer time) is taken
     assert parse_time("2025-10-26 02:30", BERLIN) == datetime(2025, 10, 26, 0, 30, tzinfo=UTC)
-    assert json.dumps(str(parse_time("2025-01-15", BERLIN))) == '"2025-01-15 00:00:00+01:00"'
+    assert json.dumps(str(parse_time("2025-01-15", BERLIN))) == '"2025-01-14 23:00:00+00:00"'

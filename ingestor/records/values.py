@@ -19,6 +19,7 @@ _DOTTED = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?:
 _SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 _SERIAL = re.compile(r"\d{1,7}(?:[.,]\d+)?")
 _EXCEL_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 (its 1900 leap-year bug makes day 60 the 29 February)
+_THOUSANDS_ONLY = re.compile(r"-?\d{1,3}(?:[.,]\d{3})+")
 _SPACES = str.maketrans("", "", " \u00a0\u202f'")  # thousands separators: space, no-break spaces, apostrophe
 
 
@@ -48,7 +49,11 @@ def parse_decimal(text: str) -> Decimal:
 
 
 def parse_int(text: str) -> int:
-    """A whole number, also written ``12,0`` or ``1.000`` (thousands) as spreadsheets do."""
+    """A whole number, also written ``12,0`` or ``12.0``.  ``1.000`` and ``1,000`` are refused: in one file they
+    mean a thousand, in another one."""
+    if _THOUSANDS_ONLY.fullmatch(text.strip()):
+        raise ValueError(f"{text.strip()!r} is ambiguous (a decimal point or a thousands separator?): "
+                         "write it without the separator")
     value = parse_decimal(text)
     if value != value.to_integral_value():
         raise ValueError(f"{text.strip()!r} is not a whole number")
@@ -62,7 +67,7 @@ def _clock(match: re.Match[str], first: int, second: int) -> datetime:
 
 
 def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -> datetime:
-    """An instant.  Without a UTC offset it is the local time of ``zone``; a local time that does not exist
+    """An instant, in UTC.  Without a UTC offset it is the local time of ``zone``; a local time that does not exist
     (the hour skipped when clocks go forward) is an error, one that exists twice (clocks going back) is the
     first of the two."""
     s = text.strip()
@@ -71,11 +76,11 @@ def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -
     except ValueError:
         moment = _other_forms(s, date_order)
     if moment.tzinfo is not None:
-        return moment
-    local = moment.replace(tzinfo=zone)
-    if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != moment:
+        return moment.astimezone(UTC)
+    utc = moment.replace(tzinfo=zone).astimezone(UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) != moment:
         raise ValueError(f"{s!r} does not exist in {zone.key}: the clocks skip that hour")
-    return local
+    return utc
 
 
 def _other_forms(s: str, date_order: DateOrder | None) -> datetime:
