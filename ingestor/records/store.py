@@ -325,3 +325,34 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
         FROM back b JOIN now_ n ON n.{key} = b.{key}""", batch)
     await conn.execute("UPDATE record_import_batch SET undone_at = now() WHERE batch_id = $1", batch)
     return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]))
+
+
+async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshold: float, min_parts: int) -> int:
+    """Emit a ``quality_alert`` (kind ``scrap_rate``) for each machine and shift that the scrap records of
+    ``batch`` fall into whose recorded scrap exceeds ``threshold`` of its parts, once the shift has
+    ``min_parts`` parts.  The dedupe key is the daemon's own for the shift's scrap alert, so a machine's shift
+    is alerted once, whichever of the two noticed first.  Returns how many were emitted."""
+    emitted: int = await conn.fetchval("""
+        WITH shifts AS (
+            SELECT DISTINCT p.equipment_id, p.date_id, p.shift_id
+            FROM fact_scrap s JOIN fact_production p USING (production_id)
+            WHERE s.import_batch = $1
+        ), rates AS (
+            SELECT sh.*,
+                   (SELECT sum(p.total_parts_produced) FROM fact_production p
+                    WHERE (p.equipment_id, p.date_id, p.shift_id) = (sh.equipment_id, sh.date_id, sh.shift_id))
+                       AS parts,
+                   (SELECT sum(s.scrap_qty) FROM fact_scrap s JOIN fact_production p USING (production_id)
+                    WHERE (p.equipment_id, p.date_id, p.shift_id) = (sh.equipment_id, sh.date_id, sh.shift_id))
+                       AS scrap
+            FROM shifts sh
+        )
+        SELECT count(emit_event('quality_alert', now(), r.equipment_id, jsonb_build_object(
+                   'kind', 'scrap_rate', 'source', 'scrap_records', 'shift', d.shift_name,
+                   'shiftCode', d.shift_code, 'productionDay', r.date_id,
+                   'scrapRate', round(r.scrap::numeric / r.parts, 4), 'threshold', $2::float8,
+                   'scrapParts', r.scrap, 'partsProduced', r.parts),
+               'quality:scrap_rate:' || r.equipment_id || ':' || r.date_id || ':' || r.shift_id))
+        FROM rates r JOIN dim_shift d USING (shift_id)
+        WHERE r.parts >= $3 AND r.parts > 0 AND r.scrap::float8 / r.parts > $2""", batch, threshold, min_parts)
+    return emitted
