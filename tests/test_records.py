@@ -121,7 +121,7 @@ def test_every_bad_input_has_its_line(plant: Database, tmp_path: Path, capsys: p
     path = write(tmp_path, "bad.csv", text)
     before = sql(plant, "SELECT (SELECT count(*) FROM fact_maintenance), (SELECT count(*) FROM fact_scrap), "
                         "(SELECT count(*) FROM record_import_batch)")
-    code, out, err = cli(capsys, "import", kind, str(path), "--dsn", plant.dsn)
+    code, _, err = cli(capsys, "import", kind, str(path), "--dsn", plant.dsn)
     assert code == 2
     assert err.splitlines()[0] == f"{path}:{error}"
     assert err.splitlines()[-1].endswith("; nothing was written")
@@ -181,7 +181,7 @@ def test_import_again_edit_and_undo(plant: Database, tmp_path: Path, capsys: pyt
     # An edited file: one row changed, one added.
     edited = export.read_bytes().replace(b"4000125;PRESS-02;Preventive;04.06.2025 14:00;04.06.2025 15:00;1;",
                                          b"4000125;PRESS-02;Preventive;04.06.2025 14:00;04.06.2025 15:00;1,25;")
-    edited += "4000129;PRESS-05;PM;06.06.2025 06:00;06.06.2025 07:00;1;;;;A. Novak;Filter change\r\n".encode()
+    edited += b"4000129;PRESS-05;PM;06.06.2025 06:00;06.06.2025 07:00;1;;;;A. Novak;Filter change\r\n"
     path = tmp_path / "edited.csv"
     path.write_bytes(edited)
     code, out, _ = cli(capsys, "import", "maintenance", str(path), "--dsn", plant.dsn)

@@ -4,6 +4,7 @@ problem documents, writes by natural key, and the events they emit, on a real da
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -44,7 +45,6 @@ def plant(database: Database) -> Database:
 async def events(db: Database, kind: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(db.dsn)
     try:
-        import json
         return [json.loads(r[0]) for r in await conn.fetch(
             "SELECT data::text FROM api_event WHERE event_type = $1 ORDER BY event_id", kind)]
     finally:

@@ -63,7 +63,6 @@ async def _facts(dsn: str) -> None:
     try:
         await apply_schema(conn)
         keys = await sync_dimensions(conn, load_config(REPO / "config" / "demo.yaml").plant)
-        site = keys.sites["PLANT-1"]
         await conn.executemany(
             "INSERT INTO fact_production (equipment_id, date_id, shift_id, product_id, start_time, end_time, "
             "planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts) "
@@ -85,7 +84,6 @@ async def _facts(dsn: str) -> None:
         await conn.executemany(
             "INSERT INTO fact_sensor_event (equipment_id, event_ts, parameter, value) VALUES "
             "($1, date_bin('5 minutes', now(), '2000-01-01') + make_interval(mins => $2), 'vibration', $3)", rows)
-        assert site
     finally:
         await conn.close()
 
