@@ -71,10 +71,13 @@ def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -
     (the hour skipped when clocks go forward) is an error, one that exists twice (clocks going back) is the
     first of the two."""
     s = text.strip()
-    try:
-        moment = datetime.fromisoformat(s)
-    except ValueError:
+    if s[2:3] == "." or s[1:2] == ".":  # dd.mm.yyyy first: it is what many exports write, and no ISO form
         moment = _other_forms(s, date_order)
+    else:
+        try:
+            moment = datetime.fromisoformat(s)
+        except ValueError:
+            moment = _other_forms(s, date_order)
     if moment.tzinfo is not None:
         return moment.astimezone(UTC)
     utc = moment.replace(tzinfo=zone).astimezone(UTC)

@@ -44,7 +44,9 @@ COMMENT ON TABLE record_import_batch IS
 COMMENT ON COLUMN record_import_batch.source IS 'the file imported, or api:<path> for the REST API';
 
 -- Each change a batch made (or its undo took back), by the record's natural key: the work order number, the
--- scrap record's key, the equipment code.  old_values / new_values: the whole row before / after (JSONB).
+-- scrap record's key, the equipment code.  old_values / new_values: the whole row before and after a change
+-- (JSONB).  An insert keeps neither (the row carries its batch in import_batch, and a million-row import would
+-- write its rows twice); the undo of an insert keeps the row it deleted in old_values.
 CREATE TABLE record_import_audit (
     audit_id     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     batch_id     UUID         NOT NULL REFERENCES record_import_batch (batch_id),
