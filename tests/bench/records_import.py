@@ -33,10 +33,10 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ingestor.config import load_config  # noqa: E402
-from ingestor.database.dimensions import sync_dimensions  # noqa: E402
-from ingestor.database.schema import apply_schema  # noqa: E402
-from tests.bench.common import admin, dsn_for  # noqa: E402
+from ingestor.config import load_config
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
+from tests.bench.common import admin, dsn_for
 
 REPO = Path(__file__).resolve().parents[2]
 PRESSES = [f"PRESS-0{i}" for i in range(1, 10)]
