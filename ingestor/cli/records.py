@@ -86,7 +86,7 @@ async def _open(config: IngestorConfig | None, url: str) -> asyncpg.Connection:
         if config is not None:
             await prepare_database(conn, config.database, config.plant)
         elif await conn.fetchval("SELECT to_regclass('record_import_batch') IS NULL"):
-            raise SchemaError("the database has no plant-record tables (migration 0006): run `ingestor schema "
+            raise SchemaError("the database has no plant-record tables (migration 0007): run `ingestor schema "
                               "apply`, or import with -c FILE")
     except BaseException:
         await conn.close()
