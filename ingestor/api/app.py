@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from ingestor import __version__
 from ingestor.api.auth import require_read
 from ingestor.api.problems import install_problem_handlers
-from ingestor.api.routes import analytics, events, health, page
+from ingestor.api.routes import analytics, events, health, page, records
 from ingestor.api.state import ApiState
 
 OPENAPI_URL = "/api/openapi.json"
@@ -39,4 +39,4 @@ def create_app(state: ApiState) -> FastAPI:
 
 def _resource_routers() -> list[APIRouter]:
     """The routers of the plant's resources, each needing the read token (write endpoints add their own)."""
-    return [analytics.router, events.router]
+    return [analytics.router, events.router, records.router]

@@ -35,8 +35,12 @@ class ApiState:
 
     def __init__(self, config: HttpConfig, url: str, *, plant: PlantConfig | None = None,
                  live: LiveSource | None = None, tokens: Tokens | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, scrap_rate_alert: float | None = 0.05,
+                 scrap_alert_min_parts: int = 20) -> None:
         self.config = config
+        self.scrap_rate_alert = scrap_rate_alert
+        """``events.scrap_rate_alert``: the scrap rate above which a scrap record posted raises a quality alert"""
+        self.scrap_alert_min_parts = scrap_alert_min_parts
         self.url = url
         self.plant = plant
         self.live = live

@@ -47,7 +47,8 @@ async def serve_api(config: IngestorConfig, url: str) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        state = ApiState(config.http, url, plant=config.plant)
+        state = ApiState(config.http, url, plant=config.plant, scrap_rate_alert=config.events.scrap_rate_alert,
+                         scrap_alert_min_parts=config.events.scrap_alert_min_parts)
         async with ApiServer(state):
             await stop.wait()
     except (ListenError, TokenError) as exc:

@@ -156,7 +156,9 @@ class Daemon:
                 await self.spooler.load_keys()
                 if self.config.http.enabled:
                     try:
-                        api = ApiState(self.config.http, self.url, plant=self.config.plant, live=self)
+                        api = ApiState(self.config.http, self.url, plant=self.config.plant, live=self,
+                                   scrap_rate_alert=self.config.events.scrap_rate_alert,
+                                   scrap_alert_min_parts=self.config.events.scrap_alert_min_parts)
                         self.health = await stack.enter_async_context(ApiServer(api))
                     except (ListenError, TokenError) as exc:
                         log.error("cannot start", error=str(exc))

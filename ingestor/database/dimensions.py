@@ -59,6 +59,7 @@ _PRODUCT = _upsert("dim_product", "product_code",
                    ["product_name", "product_family", "unit_of_measure", "standard_cost", "target_cycle_time"])
 _REASON = _upsert("dim_downtime_reason", "reason_code",
                   ["reason_description", "reason_category", "is_planned", "affects_oee", "is_failure"])
+_SCRAP_REASON = _upsert("dim_scrap_reason", "scrap_code", ["scrap_description", "scrap_category"])
 _UNIT = _upsert("dim_unit", "unit_code", ["unit_name", "quantity"])
 _SHIFT = (
     "INSERT INTO dim_shift (site_id, shift_code, shift_name, start_time, end_time, is_active) "
@@ -110,6 +111,8 @@ async def sync_dimensions(conn: asyncpg.Connection, plant: PlantConfig) -> Dimen
         changed["dim_downtime_reason"] = await _run(conn, _REASON, [
             (r.code, r.description, r.category, r.planned, r.affects_oee, r.failure)
             for r in plant.downtime_reasons])
+        changed["dim_scrap_reason"] = await _run(conn, _SCRAP_REASON, [
+            (r.code, r.description, r.category) for r in plant.scrap_reasons])
         changed["dim_shift"] = await _run(conn, _SHIFT, [
             (keys.sites[s.code], sh.code, sh.name, sh.start, sh.end) for s in plant.sites for sh in s.calendar()])
         # A site's shift calendar belongs to the YAML that defines the site: shifts dropped from it retire.

@@ -4,6 +4,7 @@ equipment, products, downtime reasons, shifts, units) and the checks that look a
 """
 
 from ingestor.plant.model import (
+    DEFAULT_SCRAP_REASONS,
     DEFAULT_UNITS,
     SEMI_E10_REASONS,
     AreaConfig,
@@ -14,6 +15,7 @@ from ingestor.plant.model import (
     EquipmentRoles,
     PlantConfig,
     ProductConfig,
+    ScrapReasonConfig,
     ShiftConfig,
     SiteConfig,
     StateRole,
@@ -22,6 +24,7 @@ from ingestor.plant.model import (
 )
 
 __all__ = [
+    "DEFAULT_SCRAP_REASONS",
     "DEFAULT_UNITS",
     "SEMI_E10_REASONS",
     "AreaConfig",
@@ -32,6 +35,7 @@ __all__ = [
     "EquipmentRoles",
     "PlantConfig",
     "ProductConfig",
+    "ScrapReasonConfig",
     "ShiftConfig",
     "SiteConfig",
     "StateRole",

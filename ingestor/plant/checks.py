@@ -35,6 +35,8 @@ def check_plant(plant: PlantConfig) -> list[tuple[Loc, str]]:
                         "product code")
     found += duplicates(((("plant", "downtime_reasons", i, "code"), r.code)
                          for i, r in enumerate(plant.downtime_reasons)), "reason code")
+    found += duplicates(((("plant", "scrap_reasons", i, "code"), r.code)
+                         for i, r in enumerate(plant.scrap_reasons)), "scrap reason code")
     found += duplicates(((("plant", "units", i, "code"), u.code) for i, u in enumerate(plant.units)), "unit code")
     found += _check_roles(plant, [loc[:-1] for loc, _ in equipment])
     return found

@@ -201,6 +201,14 @@ class DowntimeReasonConfig(StrictModel):
     failure: bool = Field(default=False, description="counts as a failure for MTBF/MTTR (ISO 14224)")
 
 
+class ScrapReasonConfig(StrictModel):
+    """A reason a part is scrapped: the code a scrap record carries (``fact_scrap.scrap_code``)."""
+
+    code: Code
+    description: str = Field(min_length=1, max_length=200)
+    category: str | None = Field(default=None, max_length=50)
+
+
 class UnitConfig(StrictModel):
     code: str = Field(min_length=1, max_length=20)
     name: str = Field(min_length=1, max_length=100)
@@ -219,6 +227,15 @@ SEMI_E10_REASONS: tuple[DowntimeReasonConfig, ...] = (
     DowntimeReasonConfig(code="NO_OPER", description="No operator", category="External Downtime"),
 )
 """The default downtime reasons: the SEMI E10-aligned set of the schema specification."""
+
+DEFAULT_SCRAP_REASONS: tuple[ScrapReasonConfig, ...] = tuple(
+    ScrapReasonConfig(code=code, description=description, category=category) for code, description, category in (
+        ("SC-BURR", "Burr", "Forming"), ("SC-CRACK", "Crack", "Forming"), ("SC-DENT", "Dent", "Handling"),
+        ("SC-DIM", "Dimension out of tolerance", "Dimensional"), ("SC-SURF", "Surface defect", "Surface"),
+        ("SC-MAT", "Material defect", "Material"), ("SC-SETUP", "Setup scrap", "Setup"),
+    )
+)
+"""The scrap reasons available when the YAML has no ``scrap_reasons`` list."""
 
 DEFAULT_UNITS: tuple[UnitConfig, ...] = tuple(
     UnitConfig(code=code, name=name, quantity=quantity) for code, name, quantity in (
@@ -246,6 +263,9 @@ class PlantConfig(StrictModel):
     units: list[UnitConfig] = Field(
         default_factory=lambda: list(DEFAULT_UNITS),
         description="absent: the built-in units; present: exactly this list")
+    scrap_reasons: list[ScrapReasonConfig] = Field(
+        default_factory=lambda: list(DEFAULT_SCRAP_REASONS),
+        description="the codes scrap records may carry; absent: the built-in set; present: exactly this list")
 
     def equipment(self) -> Iterator[tuple[SiteConfig, AreaConfig, WorkCenterConfig, EquipmentConfig]]:
         """Every piece of equipment with the site, area and work center that hold it."""

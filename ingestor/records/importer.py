@@ -1,0 +1,133 @@
+"""Importing plant records: check every row, stage them, and write them by natural key in one transaction, or
+write nothing and say every problem at once.
+
+The same path serves a file (``ingestor import``) and the REST API (``POST /api/records/…``): both hand in a
+header and rows of text fields, so both check exactly the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from ingestor.records.kinds import Header, Kind, Problem, RowParser, Staged
+from ingestor.records.store import (
+    MaintenanceLinks,
+    Written,
+    close_batch,
+    create_stage,
+    drop_lines,
+    duplicates,
+    load_plant,
+    maintenance_links,
+    merge,
+    open_batch,
+    stage,
+    unlinked_scrap,
+)
+from ingestor.records.values import DateOrder
+
+
+@dataclass
+class ImportResult:
+    kind: Kind
+    source: str
+    rows_read: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    batch: uuid.UUID | None = None
+    """The batch written; None when nothing was written (problems, a dry run, or nothing changed)."""
+    written: Written = field(default_factory=Written)
+    unchanged: int = 0
+    rejected_lines: list[int] = field(default_factory=list)
+    dry_run: bool = False
+    links: MaintenanceLinks | None = None
+    scrap_without_production: int = 0
+    keys: dict[int, str] = field(default_factory=dict)
+    """line → natural key of each record written (only when asked for, the API's answer)"""
+
+    @property
+    def refused(self) -> bool:
+        """True when problems stopped the import (nothing written)."""
+        return bool(self.problems) and not self.rejected_lines
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
+                      rows: Iterable[tuple[int, list[str]]], *, source: str, encoding: str | None = None,
+                      dry_run: bool = False, skip_bad: bool = False, date_order: DateOrder | None = None,
+                      want_keys: bool = False) -> ImportResult:
+    """Check and write ``rows`` (``(line, fields)`` under the header ``names``) as records of ``kind``.
+
+    Problems stop the import (nothing written) unless ``skip_bad``: then the good rows are written and the
+    bad ones listed in ``rejected_lines``.  ``dry_run`` checks and counts what would change, then rolls back.
+    """
+    result = ImportResult(kind, source, dry_run=dry_run)
+    header = Header(kind, names)
+    result.ignored_columns = header.ignored
+    if header.problems:
+        result.problems = header.problems
+        return result
+    plant = await load_plant(conn)
+    parser = RowParser(header, plant, date_order)
+    problems: list[Problem] = []
+
+    def parsed() -> Iterator[Staged]:
+        for line, fields in rows:
+            result.rows_read += 1
+            record = parser.parse(line, fields, problems)
+            if record is not None:
+                if want_keys:
+                    result.keys[line] = record[1]
+                yield record
+
+    try:
+        async with conn.transaction():
+            await create_stage(conn, kind)
+            await stage(conn, kind, parsed())
+            repeated: list[int] = []
+            for key, lines in await duplicates(conn):
+                for line in lines[1:]:
+                    problems.append(_duplicate(header, key, line, lines[0]))
+                    repeated.append(line)
+            problems.sort(key=lambda p: p.line)
+            result.problems = problems
+            if problems and not skip_bad:
+                raise _Rollback
+            if repeated:
+                await drop_lines(conn, repeated)
+            result.rejected_lines = sorted({p.line for p in problems})
+            for line in result.rejected_lines:
+                result.keys.pop(line, None)
+            batch = await open_batch(conn, kind, source, encoding)
+            result.written = await merge(conn, kind, batch)
+            result.unchanged = result.rows_read - len(result.rejected_lines) - result.written.inserted \
+                - result.written.updated
+            if kind == "maintenance":
+                result.links = await maintenance_links(conn, batch)
+            elif kind == "scrap":
+                result.scrap_without_production = await unlinked_scrap(conn, batch)
+            kept = await close_batch(conn, batch, rows_read=result.rows_read, written=result.written,
+                                     unchanged=result.unchanged, rejected=len(result.rejected_lines))
+            if dry_run:
+                raise _Rollback
+            result.batch = batch if kept else None
+    except _Rollback:
+        pass
+    return result
+
+
+def _duplicate(header: Header, key: str, line: int, first: int) -> Problem:
+    if header.kind == "scrap" and "scrap_id" not in header.index:
+        column = "+".join(header.label(c) for c in ("equipment", "time", "reason"))
+        return Problem(line, column, f"the same equipment, time and reason as line {first}")
+    column = {"maintenance": "work_order", "scrap": "scrap_id", "equipment": "legacy_id"}[header.kind]
+    if header.kind == "equipment" and "code" in header.index:
+        column = "code"
+    return Problem(line, header.label(column), f"{key!r} appears again (first on line {first})")

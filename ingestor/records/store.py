@@ -1,0 +1,361 @@
+"""The database side of plant records: the dimensions rows are checked against, a staging table per import,
+the merge into the facts by natural key with an audit row per change, and undoing a batch.
+
+An import is one transaction: rows are COPYed into a temporary staging table (the specification's migration
+path: staging table → facts and dimensions), duplicate keys are found there, and one statement per kind
+upserts the staged rows, changing only rows whose values differ and writing each change with its values
+before and after into ``record_import_audit``.  Nothing is committed when the caller finds problems.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from ingestor.records.kinds import Kind, Plant, Staged
+
+
+async def load_plant(conn: asyncpg.Connection) -> Plant:
+    """The codes and time zones rows are checked against."""
+    rows = await conn.fetch(
+        "SELECT e.equipment_code, e.equipment_id, s.timezone FROM dim_equipment e "
+        "JOIN dim_work_center w USING (work_center_id) JOIN dim_area a USING (area_id) JOIN dim_site s USING (site_id)")
+    sites = [r[0] for r in await conn.fetch("SELECT DISTINCT timezone FROM dim_site")]
+    zones: dict[str, ZoneInfo] = {}
+    equipment_zone = {}
+    for r in rows:
+        zone = zones.setdefault(r["timezone"], ZoneInfo(r["timezone"]))
+        equipment_zone[r["equipment_code"]] = zone
+    centers = await conn.fetch(
+        "SELECT w.work_center_id, w.work_center_code, w.work_center_name, s.timezone FROM dim_work_center w "
+        "JOIN dim_area a USING (area_id) JOIN dim_site s USING (site_id)")
+    work_centers: dict[str, int] = {}
+    for c in centers:
+        work_centers.setdefault(c["work_center_name"].casefold(), c["work_center_id"])
+    for c in centers:  # a code wins over another center's name
+        work_centers[c["work_center_code"]] = c["work_center_id"]
+    return Plant(
+        equipment={r["equipment_code"]: r["equipment_id"] for r in rows},
+        equipment_zone=equipment_zone,
+        work_centers=work_centers,
+        work_center_zone={c["work_center_id"]: ZoneInfo(c["timezone"]) for c in centers},
+        products={r[0]: r[1] for r in await conn.fetch("SELECT product_code, product_id FROM dim_product")},
+        downtime_reasons={r[0] for r in await conn.fetch("SELECT reason_code FROM dim_downtime_reason")},
+        scrap_reasons={r[0] for r in await conn.fetch("SELECT scrap_code FROM dim_scrap_reason")},
+        default_zone=ZoneInfo(sites[0]) if len(sites) == 1 else None,
+    )
+
+
+_STAGE_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "maintenance": ("line", "record_key", "equipment_id", "work_order_number", "maintenance_type", "start_time",
+                    "end_time", "labor_hours", "material_cost", "labor_cost", "failure_code", "technician",
+                    "description"),
+    "scrap": ("line", "record_key", "equipment_id", "recorded_at", "product_id", "scrap_qty", "scrap_code",
+              "scrap_cost", "comments"),
+    "equipment": ("line", "record_key", "legacy_id", "equipment_name", "equipment_type", "work_center_id",
+                  "manufacturer", "model", "serial_number", "criticality_level"),
+}
+
+_STAGE_TABLE: dict[Kind, str] = {
+    "maintenance": """
+        line integer, record_key text, equipment_id integer, work_order_number text, maintenance_type text,
+        start_time timestamptz, end_time timestamptz, labor_hours numeric, material_cost numeric,
+        labor_cost numeric, failure_code text, technician text, description text""",
+    "scrap": """
+        line integer, record_key text, equipment_id integer, recorded_at timestamptz, product_id integer,
+        scrap_qty integer, scrap_code text, scrap_cost numeric, comments text""",
+    "equipment": """
+        line integer, record_key text, legacy_id text, equipment_name text, equipment_type text,
+        work_center_id integer, manufacturer text, model text, serial_number text, criticality_level text""",
+}
+
+STAGE = "record_stage"
+
+# (table, key column, the columns an import writes and an undo restores)
+TARGETS: dict[Kind, tuple[str, str, tuple[str, ...]]] = {
+    "maintenance": ("fact_maintenance", "record_key",
+                    ("equipment_id", "work_order_number", "maintenance_type", "start_time", "end_time",
+                     "labor_hours", "material_cost", "labor_cost", "failure_code", "technician", "description",
+                     "import_batch")),
+    "scrap": ("fact_scrap", "record_key",
+              ("production_id", "product_id", "equipment_id", "scrap_code", "scrap_qty", "scrap_cost", "comments",
+               "recorded_at", "import_batch")),
+    "equipment": ("dim_equipment", "equipment_code",
+                  ("equipment_name", "equipment_type", "work_center_id", "manufacturer", "model", "serial_number",
+                   "criticality_level", "attributes")),
+}
+
+
+async def create_stage(conn: asyncpg.Connection, kind: Kind) -> None:
+    """The temporary staging table of this transaction.  JIT compilation is turned off for the transaction:
+    it cost a second per merge, more than it saved on these plain statements."""
+    await conn.execute("SET LOCAL jit = off")
+    await conn.execute(f"CREATE TEMPORARY TABLE {STAGE} ({_STAGE_TABLE[kind]}) ON COMMIT DROP")
+
+
+async def stage(conn: asyncpg.Connection, kind: Kind, records: Iterable[Staged]) -> None:
+    """COPY the records (an iterator: consumed as it is sent) into the staging table."""
+    await conn.copy_records_to_table(STAGE, records=records, columns=list(_STAGE_COLUMNS[kind]))
+
+
+async def duplicates(conn: asyncpg.Connection) -> list[tuple[str, list[int]]]:
+    """Keys staged more than once, with their lines in order."""
+    await conn.execute(f"ANALYZE {STAGE}")
+    rows = await conn.fetch(
+        f"SELECT record_key, array_agg(line ORDER BY line) AS lines FROM {STAGE} "
+        "GROUP BY record_key HAVING count(*) > 1 ORDER BY min(line)")
+    return [(r["record_key"], list(r["lines"])) for r in rows]
+
+
+async def drop_lines(conn: asyncpg.Connection, lines: list[int]) -> None:
+    await conn.execute(f"DELETE FROM {STAGE} WHERE line = ANY($1::int[])", lines)
+
+
+_AUDIT = """
+INSERT INTO record_import_audit (batch_id, kind, record_key, action, old_values, new_values)
+SELECT $1::uuid, '{kind}', w.{key}, CASE WHEN w.inserted THEN 'insert' ELSE 'update' END,
+       CASE WHEN NOT w.inserted THEN to_jsonb(o) END,
+       CASE WHEN NOT w.inserted THEN to_jsonb(w) - 'inserted' END
+FROM written w LEFT JOIN old o ON o.{key} = w.{key}
+"""
+
+_MERGE: dict[Kind, str] = {
+    "maintenance": f"""
+WITH old AS (
+    SELECT m.* FROM fact_maintenance m JOIN {STAGE} s ON m.record_key = s.record_key
+), written AS (
+    INSERT INTO fact_maintenance AS m (equipment_id, work_order_number, maintenance_type, start_time, end_time,
+                                       labor_hours, material_cost, labor_cost, failure_code, technician,
+                                       description, record_key, import_batch)
+    SELECT equipment_id, work_order_number, maintenance_type, start_time, end_time, labor_hours, material_cost,
+           labor_cost, failure_code, technician, description, record_key, $1::uuid
+    FROM {STAGE}
+    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
+        equipment_id = EXCLUDED.equipment_id, work_order_number = EXCLUDED.work_order_number,
+        maintenance_type = EXCLUDED.maintenance_type, start_time = EXCLUDED.start_time,
+        end_time = EXCLUDED.end_time, labor_hours = EXCLUDED.labor_hours, material_cost = EXCLUDED.material_cost,
+        labor_cost = EXCLUDED.labor_cost, failure_code = EXCLUDED.failure_code,
+        technician = EXCLUDED.technician, description = EXCLUDED.description, import_batch = EXCLUDED.import_batch
+    WHERE (m.equipment_id, m.work_order_number, m.maintenance_type, m.start_time, m.end_time, m.labor_hours,
+           m.material_cost, m.labor_cost, m.failure_code, m.technician, m.description)
+          IS DISTINCT FROM
+          (EXCLUDED.equipment_id, EXCLUDED.work_order_number, EXCLUDED.maintenance_type, EXCLUDED.start_time,
+           EXCLUDED.end_time, EXCLUDED.labor_hours, EXCLUDED.material_cost, EXCLUDED.labor_cost,
+           EXCLUDED.failure_code, EXCLUDED.technician, EXCLUDED.description)
+    RETURNING m.*, (xmax = 0) AS inserted
+)""" + _AUDIT.format(kind="maintenance", key="record_key"),
+    # A scrap record belongs to the production record of its machine that covers its time (the derivation
+    # keeps such references pointing at the record covering the same start when it rewrites one).
+    "scrap": f"""
+WITH old AS (
+    SELECT f.* FROM fact_scrap f JOIN {STAGE} s ON f.record_key = s.record_key
+), written AS (
+    INSERT INTO fact_scrap AS f (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost,
+                                 comments, recorded_at, record_key, import_batch)
+    SELECT (SELECT p.production_id FROM fact_production p
+            WHERE p.equipment_id = s.equipment_id AND p.start_time <= s.recorded_at AND p.end_time > s.recorded_at
+            ORDER BY p.start_time DESC LIMIT 1),
+           s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost, s.comments, s.recorded_at,
+           s.record_key, $1::uuid
+    FROM {STAGE} s
+    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
+        production_id = EXCLUDED.production_id, product_id = EXCLUDED.product_id,
+        equipment_id = EXCLUDED.equipment_id, scrap_code = EXCLUDED.scrap_code, scrap_qty = EXCLUDED.scrap_qty,
+        scrap_cost = EXCLUDED.scrap_cost, comments = EXCLUDED.comments, recorded_at = EXCLUDED.recorded_at,
+        import_batch = EXCLUDED.import_batch
+    WHERE (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
+           f.recorded_at)
+          IS DISTINCT FROM
+          (EXCLUDED.production_id, EXCLUDED.product_id, EXCLUDED.equipment_id, EXCLUDED.scrap_code,
+           EXCLUDED.scrap_qty, EXCLUDED.scrap_cost, EXCLUDED.comments, EXCLUDED.recorded_at)
+    RETURNING f.*, (xmax = 0) AS inserted
+)""" + _AUDIT.format(kind="scrap", key="record_key"),
+    # The specification's migration: the legacy id becomes the code (unless a code is given) and is kept in
+    # attributes with the batch and the day; columns the file leaves empty keep what the row had.
+    "equipment": f"""
+WITH old AS (
+    SELECT e.* FROM dim_equipment e JOIN {STAGE} s ON e.equipment_code = s.record_key
+), written AS (
+    INSERT INTO dim_equipment AS e (equipment_code, equipment_name, equipment_type, work_center_id, manufacturer,
+                                    model, serial_number, criticality_level, attributes)
+    SELECT record_key, equipment_name, equipment_type, work_center_id, manufacturer, model, serial_number,
+           criticality_level,
+           jsonb_build_object('legacy_id', legacy_id, 'import_batch', $1::uuid::text, 'import_date', current_date::text)
+    FROM {STAGE}
+    ON CONFLICT (equipment_code) DO UPDATE SET
+        equipment_name = EXCLUDED.equipment_name,
+        equipment_type = COALESCE(EXCLUDED.equipment_type, e.equipment_type),
+        work_center_id = EXCLUDED.work_center_id,
+        manufacturer = COALESCE(EXCLUDED.manufacturer, e.manufacturer),
+        model = COALESCE(EXCLUDED.model, e.model),
+        serial_number = COALESCE(EXCLUDED.serial_number, e.serial_number),
+        criticality_level = COALESCE(EXCLUDED.criticality_level, e.criticality_level),
+        attributes = COALESCE(e.attributes, '{{}}'::jsonb) || EXCLUDED.attributes,
+        updated_at = now()
+    WHERE (e.equipment_name, e.equipment_type, e.work_center_id, e.manufacturer, e.model, e.serial_number,
+           e.criticality_level, e.attributes ->> 'legacy_id')
+          IS DISTINCT FROM
+          (EXCLUDED.equipment_name, COALESCE(EXCLUDED.equipment_type, e.equipment_type), EXCLUDED.work_center_id,
+           COALESCE(EXCLUDED.manufacturer, e.manufacturer), COALESCE(EXCLUDED.model, e.model),
+           COALESCE(EXCLUDED.serial_number, e.serial_number),
+           COALESCE(EXCLUDED.criticality_level, e.criticality_level), EXCLUDED.attributes ->> 'legacy_id')
+    RETURNING e.*, (xmax = 0) AS inserted
+)""" + _AUDIT.format(kind="equipment", key="equipment_code"),
+}
+
+
+@dataclass
+class Written:
+    inserted: int = 0
+    updated: int = 0
+
+
+async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding: str | None) -> uuid.UUID:
+    batch: uuid.UUID = await conn.fetchval(
+        "INSERT INTO record_import_batch (kind, source, encoding) VALUES ($1, $2, $3) RETURNING batch_id",
+        kind, source, encoding)
+    return batch
+
+
+async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> Written:
+    """Upsert the staged records; each insert and real change is audited under ``batch``."""
+    await conn.execute(_MERGE[kind], batch)
+    counts = {r["action"]: r["n"] for r in await conn.fetch(
+        "SELECT action, count(*) AS n FROM record_import_audit WHERE batch_id = $1 GROUP BY action", batch)}
+    return Written(counts.get("insert", 0), counts.get("update", 0))
+
+
+async def close_batch(conn: asyncpg.Connection, batch: uuid.UUID, *, rows_read: int, written: Written,
+                      unchanged: int, rejected: int) -> bool:
+    """Record the batch's counts; a batch that changed nothing is not kept.  True when it was kept."""
+    if written.inserted + written.updated == 0:
+        await conn.execute("DELETE FROM record_import_batch WHERE batch_id = $1", batch)
+        return False
+    await conn.execute(
+        "UPDATE record_import_batch SET rows_read = $2, inserted = $3, updated = $4, unchanged = $5, rejected = $6 "
+        "WHERE batch_id = $1", batch, rows_read, written.inserted, written.updated, unchanged, rejected)
+    return True
+
+
+@dataclass(frozen=True)
+class MaintenanceLinks:
+    """How the work orders of a batch line up with the stops the daemon derived."""
+
+    corrective_linked: list[tuple[str, int]]
+    """(work order, downtime_id)"""
+    corrective_unlinked: list[str]
+    preventive_without_stop: list[str]
+
+
+async def maintenance_links(conn: asyncpg.Connection, batch: uuid.UUID | None = None) -> MaintenanceLinks:
+    """The links of the work orders written by ``batch`` (all imported ones when None)."""
+    rows = await conn.fetch(
+        "SELECT l.work_order_number, l.maintenance_type, l.downtime_id FROM maintenance_downtime l "
+        "JOIN fact_maintenance m USING (maintenance_id) "
+        "WHERE ($1::uuid IS NULL AND m.record_key IS NOT NULL) OR m.import_batch = $1 "
+        "ORDER BY l.start_time, l.work_order_number", batch)
+    return MaintenanceLinks(
+        [(r[0], r[2]) for r in rows if r[1] == "Corrective" and r[2] is not None],
+        [r[0] for r in rows if r[1] == "Corrective" and r[2] is None],
+        [r[0] for r in rows if r[1] == "Preventive" and r[2] is None])
+
+
+async def unlinked_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> int:
+    """Scrap records of ``batch`` that no production record covers (they count in no scrap rate)."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM fact_scrap WHERE import_batch = $1 AND production_id IS NULL", batch)
+    return count
+
+
+class UndoRefused(Exception):
+    """The batch cannot be taken back (unknown, undone already, or later batches changed its records)."""
+
+
+@dataclass(frozen=True)
+class Undone:
+    kind: Kind
+    deleted: int
+    restored: int
+
+
+async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
+    """Take ``batch`` back out, in the caller's transaction: delete the rows it inserted, put back the values
+    of the rows it changed, and audit both (``undo`` true).  Refused while a later batch that is not undone
+    changed one of its records: undo that one first."""
+    row = await conn.fetchrow("SELECT kind, undone_at FROM record_import_batch WHERE batch_id = $1 FOR UPDATE",
+                              batch)
+    if row is None:
+        raise UndoRefused(f"no import batch {batch}")
+    if row["undone_at"] is not None:
+        raise UndoRefused(f"batch {batch} was undone already ({row['undone_at'].isoformat()})")
+    kind: Kind = row["kind"]
+    later = await conn.fetch(
+        "SELECT DISTINCT l.batch_id, b.imported_at FROM record_import_audit a "
+        "JOIN record_import_audit l ON l.kind = a.kind AND l.record_key = a.record_key AND l.audit_id > a.audit_id "
+        "  AND l.batch_id <> a.batch_id AND NOT l.undo "
+        "JOIN record_import_batch b ON b.batch_id = l.batch_id AND b.undone_at IS NULL "
+        "WHERE a.batch_id = $1 AND NOT a.undo ORDER BY b.imported_at", batch)
+    if later:
+        raise UndoRefused(f"later batches changed records of batch {batch}; undo them first: "
+                          + ", ".join(str(r["batch_id"]) for r in later))
+    table, key, columns = TARGETS[kind]
+    deleted = await conn.execute(f"""
+        WITH gone AS (
+            DELETE FROM {table} t USING record_import_audit a
+            WHERE a.batch_id = $1 AND a.action = 'insert' AND NOT a.undo AND t.{key} = a.record_key
+            RETURNING t.*
+        )
+        INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values)
+        SELECT $1::uuid, '{kind}', g.{key}, 'delete', true, to_jsonb(g) FROM gone g""", batch)
+    cols = ", ".join(columns)
+    restored = await conn.execute(f"""
+        WITH prior AS (
+            SELECT record_key, old_values FROM record_import_audit
+            WHERE batch_id = $1 AND action = 'update' AND NOT undo
+        ), now_ AS (
+            SELECT t.* FROM {table} t JOIN prior p ON t.{key} = p.record_key
+        ), back AS (
+            UPDATE {table} t SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{table}, p.old_values))
+            FROM prior p WHERE t.{key} = p.record_key
+            RETURNING t.*
+        )
+        INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values, new_values)
+        SELECT $1::uuid, '{kind}', b.{key}, 'update', true, to_jsonb(n), to_jsonb(b)
+        FROM back b JOIN now_ n ON n.{key} = b.{key}""", batch)
+    await conn.execute("UPDATE record_import_batch SET undone_at = now() WHERE batch_id = $1", batch)
+    return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]))
+
+
+async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshold: float, min_parts: int) -> int:
+    """Emit a ``quality_alert`` (kind ``scrap_rate``) for each machine and shift that the scrap records of
+    ``batch`` fall into whose recorded scrap exceeds ``threshold`` of its parts, once the shift has
+    ``min_parts`` parts.  The dedupe key is the daemon's own for the shift's scrap alert, so a machine's shift
+    is alerted once, whichever of the two noticed first.  Returns how many were emitted."""
+    emitted: int = await conn.fetchval("""
+        WITH shifts AS (
+            SELECT DISTINCT p.equipment_id, p.date_id, p.shift_id
+            FROM fact_scrap s JOIN fact_production p USING (production_id)
+            WHERE s.import_batch = $1
+        ), rates AS (
+            SELECT sh.*,
+                   (SELECT sum(p.total_parts_produced) FROM fact_production p
+                    WHERE (p.equipment_id, p.date_id, p.shift_id) = (sh.equipment_id, sh.date_id, sh.shift_id))
+                       AS parts,
+                   (SELECT sum(s.scrap_qty) FROM fact_scrap s JOIN fact_production p USING (production_id)
+                    WHERE (p.equipment_id, p.date_id, p.shift_id) = (sh.equipment_id, sh.date_id, sh.shift_id))
+                       AS scrap
+            FROM shifts sh
+        )
+        SELECT count(emit_event('quality_alert', now(), r.equipment_id, jsonb_build_object(
+                   'kind', 'scrap_rate', 'source', 'scrap_records', 'shift', d.shift_name,
+                   'shiftCode', d.shift_code, 'productionDay', r.date_id,
+                   'scrapRate', round(r.scrap::numeric / r.parts, 4), 'threshold', $2::float8,
+                   'scrapParts', r.scrap, 'partsProduced', r.parts),
+               'quality:scrap_rate:' || r.equipment_id || ':' || r.date_id || ':' || r.shift_id))
+        FROM rates r JOIN dim_shift d USING (shift_id)
+        WHERE r.parts >= $3 AND r.parts > 0 AND r.scrap::float8 / r.parts > $2""", batch, threshold, min_parts)
+    return emitted

@@ -1,0 +1,109 @@
+"""Reading the values people really put in plant record files: numbers with a decimal comma or thousands
+separators, and times as ISO 8601, German/Excel ``dd.mm.yyyy HH:MM``, slashed dates in a stated order, or
+Excel serial numbers, in the site's local time unless they carry an offset.
+
+Each parser raises ``ValueError`` with a message meant for the person who made the file.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+DateOrder = Literal["dmy", "mdy"]
+
+_DOTTED = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+_SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+_SERIAL = re.compile(r"\d{1,7}(?:[.,]\d+)?")
+_EXCEL_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 (its 1900 leap-year bug makes day 60 the 29 February)
+_THOUSANDS_ONLY = re.compile(r"-?\d{1,3}(?:[.,]\d{3})+")
+_SPACES = str.maketrans("", "", " \u00a0\u202f'")  # thousands separators: space, no-break spaces, apostrophe
+
+
+def parse_decimal(text: str) -> Decimal:
+    """A decimal number: ``1234.5``, ``1234,5``, ``1.234,50``, ``1,234.50``, ``1 234,5``.  With both a dot and a
+    comma the last one is the decimal separator; a lone comma is a decimal comma (so ``1,234`` is 1.234)."""
+    s = text.strip().translate(_SPACES)
+    if "," in s:
+        if "." in s:
+            if s.rfind(",") > s.rfind("."):
+                s = s.replace(".", "").replace(",", ".")
+            else:
+                s = s.replace(",", "")
+        elif s.count(",") == 1:
+            s = s.replace(",", ".")
+        else:
+            s = s.replace(",", "")
+    elif s.count(".") > 1:  # 1.234.567: dots as thousands separators
+        s = s.replace(".", "")
+    try:
+        value = Decimal(s)
+    except InvalidOperation:
+        raise ValueError(f"{text.strip()!r} is not a number") from None
+    if not value.is_finite():
+        raise ValueError(f"{text.strip()!r} is not a number")
+    return value
+
+
+def parse_int(text: str) -> int:
+    """A whole number, also written ``12,0`` or ``12.0``.  ``1.000`` and ``1,000`` are refused: in one file they
+    mean a thousand, in another one."""
+    if _THOUSANDS_ONLY.fullmatch(text.strip()):
+        raise ValueError(f"{text.strip()!r} is ambiguous (a decimal point or a thousands separator?): "
+                         "write it without the separator")
+    value = parse_decimal(text)
+    if value != value.to_integral_value():
+        raise ValueError(f"{text.strip()!r} is not a whole number")
+    return int(value)
+
+
+def _clock(match: re.Match[str], first: int, second: int) -> datetime:
+    groups = match.groups()
+    year, hour, minute, sec = int(groups[2]), int(groups[3] or 0), int(groups[4] or 0), int(groups[5] or 0)
+    return datetime(year, second, first, hour, minute, sec)
+
+
+def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -> datetime:
+    """An instant, in UTC.  Without a UTC offset it is the local time of ``zone``; a local time that does not exist
+    (the hour skipped when clocks go forward) is an error, one that exists twice (clocks going back) is the
+    first of the two."""
+    s = text.strip()
+    if s[2:3] == "." or s[1:2] == ".":  # dd.mm.yyyy first: it is what many exports write, and no ISO form
+        moment = _other_forms(s, date_order)
+    else:
+        try:
+            moment = datetime.fromisoformat(s)
+        except ValueError:
+            moment = _other_forms(s, date_order)
+    if moment.tzinfo is not None:
+        return moment.astimezone(UTC)
+    utc = moment.replace(tzinfo=zone).astimezone(UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) != moment:
+        raise ValueError(f"{s!r} does not exist in {zone.key}: the clocks skip that hour")
+    return utc
+
+
+def _other_forms(s: str, date_order: DateOrder | None) -> datetime:
+    try:
+        match = _DOTTED.fullmatch(s)
+        if match:
+            return _clock(match, int(match.group(1)), int(match.group(2)))
+        match = _SLASHED.fullmatch(s)
+        if match:
+            a, b = int(match.group(1)), int(match.group(2))
+            if date_order is None:
+                raise ValueError(f"{s!r} is ambiguous (day/month or month/day?): give --date-order dmy or mdy")
+            return _clock(match, a, b) if date_order == "dmy" else _clock(match, b, a)
+    except ValueError as exc:
+        if "ambiguous" in str(exc):
+            raise
+        raise ValueError(f"{s!r} is not a valid date: {exc}") from None
+    if _SERIAL.fullmatch(s):
+        days = float(s.replace(",", "."))
+        if 1 <= days < 2958466:  # Excel's range: 1900-01-01 to 9999-12-31
+            return _EXCEL_EPOCH + timedelta(seconds=round(days * 86400))
+    raise ValueError(f"{s!r} is not a date and time (write 2025-06-09 14:30, 09.06.2025 14:30, "
+                     "2025-06-09T12:30:00Z or an Excel date number)")

@@ -1,0 +1,117 @@
+"""Measure ``ingestor import scrap`` on a large file: rows per second and the importer's peak memory.
+
+Not part of the test suite.  Run it by hand against a dev server::
+
+    .venv/bin/python tests/bench/records_import.py                     # 1,000,000 rows, plain PostgreSQL
+    .venv/bin/python tests/bench/records_import.py --rows 200000 --server postgresql://postgres@127.0.0.1:5433/postgres
+
+It builds a scratch database with the demo plant (config/demo.yaml) and one year of production records for
+its nine presses (three shifts a day, so every scrap record finds the production record it belongs to),
+writes a scrap file the way a quality station in Germany exports one (``;``, decimal commas, local time
+``dd.mm.yyyy HH:MM:SS``, no record ids: the key is equipment + time + reason), then runs the real command in a
+child process three times: the first import, the same file again (nothing changes), and ``--dry-run``.  Wall
+time and the child's peak RSS (``ru_maxrss``) are reported for each; the scratch database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ingestor.config import load_config
+from ingestor.database.dimensions import sync_dimensions
+from ingestor.database.schema import apply_schema
+from tests.bench.common import admin, dsn_for
+
+REPO = Path(__file__).resolve().parents[2]
+PRESSES = [f"PRESS-0{i}" for i in range(1, 10)]
+REASONS = ["SC-BURR", "SC-CRACK", "SC-DENT", "SC-DIM", "SC-SURF", "SC-MAT", "SC-SETUP"]
+START = datetime(2025, 1, 1, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+async def build(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await apply_schema(conn)
+        keys = await sync_dimensions(conn, load_config(REPO / "config" / "demo.yaml").plant)
+        # one production record per press and shift, 2025 (UTC times; the Berlin calendar is not needed here)
+        await conn.execute("""
+            INSERT INTO fact_production (equipment_id, date_id, shift_id, start_time, end_time,
+                planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts)
+            SELECT e, to_char(t, 'YYYYMMDD')::int, $2, t, t + interval '8 hours', 28800000, 27000000, 4000, 3900, 3800
+            FROM unnest($1::int[]) e,
+                 generate_series('2025-01-01 00:00Z'::timestamptz, '2025-12-31 16:00Z', interval '8 hours') t""",
+            [keys.equipment[p] for p in PRESSES], keys.shifts[("PLANT-1", "EARLY")])
+    finally:
+        await conn.close()
+
+
+def write_file(path: Path, rows: int) -> None:
+    rng = random.Random(12)
+    step = 364 * 86400 / rows
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("Equipment;Time;Product;Qty;Reason;Cost;Comment\r\n")
+        for i in range(rows):
+            local = (START + timedelta(seconds=int(i * step) + 3600)).astimezone(BERLIN)
+            # local time as the station writes it; in the hour that happens twice in October, with its offset
+            twice = local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
+            when = local.isoformat() if twice else f"{local:%d.%m.%Y %H:%M:%S}"
+            cost = rng.randint(1, 9999)
+            out.write(f"{PRESSES[i % 9]};{when};BRACKET-{'AB'[i % 2]};{rng.randint(1, 40)};{REASONS[i % 7]};"
+                      f"{cost // 100},{cost % 100:02d};\r\n")
+
+
+def run(args: list[str]) -> tuple[float, float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "ingestor", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise SystemExit(f"import failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
+    return wall, max(rss, before) / 1024, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    options = parser.parse_args()
+    name = f"records_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin(options.server, f'CREATE DATABASE "{name}"'))
+    dsn = dsn_for(options.server, name)
+    try:
+        asyncio.run(build(dsn))
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "scrap.csv"
+            write_file(path, options.rows)
+            size = path.stat().st_size / 1e6
+            print(f"file: {options.rows:,} rows, {size:.0f} MB; server {options.server.rsplit('@', 1)[-1]}")
+            for label, extra in (("first import", []), ("same file again", []), ("dry run", ["--dry-run"])):
+                wall, rss, out = run(["import", "scrap", str(path), "--dsn", dsn, *extra])
+                written = next(line for line in out.splitlines() if line.startswith("written:"))
+                print(f"{label:16} {wall:7.1f} s  {options.rows / wall:9,.0f} rows/s  peak RSS {rss:5.0f} MB  "
+                      f"({written[10:].strip()})")
+    finally:
+        asyncio.run(admin(options.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()
