@@ -1,8 +1,8 @@
 """Deriving over time: restarts in the middle of a stop, runs that cut windows anywhere, late readings, a
 reason reported after the window ended, ``ingestor derive`` run twice, the daemon's task, DST.
 
-Machine M1 (site in Europe/Berlin, shifts EARLY 06-14, LATE 14-22, NIGHT 22-06) makes 10 parts at the start
-of every running minute and reports its counter every minute; states 1 running, 2 planned stop, 3 unplanned
+Machine M1 (site in Europe/Berlin, shifts EARLY 06-14, LATE 14-22, NIGHT 22-06) makes 10 parts in every
+running minute and reports its counter at the end of each minute (a reading counts the parts finished by then); states 1 running, 2 planned stop, 3 unplanned
 stop; reason tag 1 = MECH_FAIL, 4 = SCHED_MAINT; MAT_SHORT when no reason is given; stops under 2 minutes are
 micro-stops (counted as running).  All times below are local.
 """
@@ -96,7 +96,7 @@ def machine_readings(equipment: int, start: datetime, end: datetime,
     """M1's readings from ``start`` to ``end``: ``stops`` are (from, to, state, reason, when the reason is
     reported: None = at the stop's start)."""
     stops = list(stops)
-    rows: list[tuple[Any, ...]] = [(equipment, start - timedelta(minutes=1), "parts", 0.0, None, 0),
+    rows: list[tuple[Any, ...]] = [(equipment, start, "parts", 0.0, None, 0),
                                    (equipment, start, "state", 1.0, None, 0)]
     for begin, finish, state, reason, said in stops:
         rows.append((equipment, begin, "state", state, None, 0))
@@ -108,8 +108,8 @@ def machine_readings(equipment: int, start: datetime, end: datetime,
     while moment < end:
         if not any(b <= moment < f for b, f, *_ in stops):
             parts = (parts + 10) % 65_536
-        rows.append((equipment, moment, "parts", float(parts), None, 0))
         moment += timedelta(minutes=1)
+        rows.append((equipment, moment, "parts", float(parts), None, 0))  # the minute's parts, at its end
     return rows
 
 
@@ -267,6 +267,44 @@ async def test_late_readings_are_derived_again(conn: asyncpg.Connection, databas
     fresh, _ = await prepared(conn, database.dsn, "fresh")
     await fresh.derive_range(conn, to_us(local(0)), to_us(local(12)), now_us=to_us(local(12)) + SETTLE)
     assert await read_facts(conn, [m1]) == derived
+
+
+async def parts_per_segment(conn: asyncpg.Connection) -> dict[datetime, int]:
+    return {r["start_time"]: r["total_parts_produced"] for r in await conn.fetch(
+        "SELECT start_time, total_parts_produced FROM fact_production ORDER BY start_time")}
+
+
+async def test_a_counter_reading_on_a_boundary_counts_in_the_segment_that_ends_there(conn: asyncpg.Connection,
+                                                                                     database: Database) -> None:
+    """A counter reading shows the parts finished by its instant: one taken exactly where a segment (or a
+    shift: NIGHT ends at 06:00) ends belongs to the segment that ends there, (start, end].  Hand-computed:
+    05:30 0 (the baseline), 05:45 5, 06:00 12, 06:07 20, 06:15 30, 06:30 31 give 05:30-05:45: 5,
+    05:45-06:00: 7, 06:00-06:15: 8 + 10, 06:15-06:30: 1, 06:30-06:45: 0.  Checked three ways: the reading at
+    06:00 arriving after the window ending there was derived (a late reading on the boundary must re-derive
+    the segment before it), a daemon whose window ends at 06:00 with the reading there, and one range."""
+    deriver, m1 = await prepared(conn, database.dsn)
+    counts = [(local(5, 30), 0.0), (local(5, 45), 5.0), (local(6), 12.0), (local(6, 7), 20.0), (local(6, 15), 30.0),
+              (local(6, 30), 31.0)]
+    rows = [(m1, local(5, 30), "state", 1.0, None, 0), *((m1, t, "parts", v, None, 0) for t, v in counts)]
+    expected = {local(5, 30): 5, local(5, 45): 7, local(6): 18, local(6, 15): 1, local(6, 30): 0}
+
+    await insert(conn, [r for r in rows if r[1] < local(6)])
+    await deriver.run_once(conn, to_us(local(6)) + SETTLE)  # derives up to 06:00, before the 06:00 reading came
+    await insert(conn, [r for r in rows if r[1] >= local(6)])
+    await deriver.run_once(conn, to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
+
+    await clear(conn, readings=False)
+    daemon, _ = await prepared(conn, database.dsn, "boundary")
+    await daemon.run_once(conn, to_us(local(6)) + SETTLE)  # a window that ends at 06:00, the reading there
+    assert (await parts_per_segment(conn))[local(5, 45)] == 7
+    await daemon.run_once(conn, to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
+
+    await clear(conn, readings=False)
+    once, _ = await prepared(conn, database.dsn, "once")
+    await once.derive_range(conn, to_us(local(5)), to_us(local(6, 45)), now_us=to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
 
 
 async def test_a_reference_to_a_vanished_segment_moves_to_its_successor(conn: asyncpg.Connection,
