@@ -30,8 +30,9 @@ from prometheus_client import REGISTRY
 
 from ingestor.cli import main
 from ingestor.config import IngestorConfig
+from ingestor.database import analytics
 from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import apply_schema
+from ingestor.database.schema import apply_schema, refresh_view
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import to_us
 from ingestor.derive.store import read_facts
@@ -120,7 +121,8 @@ async def insert(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 async def clear(conn: asyncpg.Connection, readings: bool = True) -> None:
     await conn.execute("DELETE FROM fact_downtime; DELETE FROM fact_scrap; DELETE FROM fact_production; "
-                       "DELETE FROM derive_stop; DELETE FROM derive_equipment; DELETE FROM derive_watermark")
+                       "DELETE FROM derive_stop; DELETE FROM derive_equipment; DELETE FROM derive_watermark; "
+                       "DELETE FROM live_equipment_state")
     if readings:
         await conn.execute("DELETE FROM fact_sensor_event")
 
@@ -323,6 +325,61 @@ async def test_a_reference_to_a_vanished_segment_moves_to_its_successor(conn: as
     await deriver.derive_range(conn, to_us(local(6)), to_us(local(7)), now_us=to_us(local(7)) + SETTLE)
     moved = await conn.fetchval("SELECT p.start_time FROM fact_scrap s JOIN fact_production p USING (production_id)")
     assert moved == local(6, 15)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A breakdown still going
+# ---------------------------------------------------------------------------------------------------------
+
+async def reliability_of(conn: asyncpg.Connection, m1: int) -> asyncpg.Record:
+    await refresh_view(conn, "view_reliability_summary")
+    return await conn.fetchrow("SELECT * FROM view_reliability_summary WHERE equipment_id = $1", m1)
+
+
+async def test_a_breakdown_in_progress_is_a_failure(conn: asyncpg.Connection, database: Database) -> None:
+    """M1 ran from three hours ago, failed for 30 minutes (MECH_FAIL), and broke down again an hour ago; its
+    data ends there (it is still down).  The open breakdown is a failure with its repair time so far (an hour
+    until the view's refresh), in the view, the API and the plant tree; MTTR is the mean of the restored
+    failures only.  Then the live state says it restarted 20 minutes ago: the repair took 40 minutes, before
+    and after the derivation writes its downtime row (never counted twice, never dropped)."""
+    deriver, m1 = await prepared(conn, database.dsn)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    broke = now - timedelta(minutes=60)
+    await insert(conn, machine_readings(m1, now - timedelta(hours=3), broke, [
+        (now - timedelta(minutes=150), now - timedelta(minutes=120), 3, 1, None)]))
+    await insert(conn, [(m1, broke, "state", 3.0, None, 0), (m1, broke, "reason", 1.0, None, 0)])
+    await deriver.run_once(conn, to_us(now))
+    assert await downtime(conn) == [(now - timedelta(minutes=150), now - timedelta(minutes=120), "MECH_FAIL")]
+
+    row = await reliability_of(conn, m1)
+    so_far = (row["window_end"] - broke) / timedelta(hours=1)
+    assert row["failure_count"] == 2
+    assert row["open_failure_count"] == 1
+    assert float(row["open_failure_hours"]) == pytest.approx(so_far)
+    assert float(row["total_failure_hours"]) == pytest.approx(0.5 + so_far)
+    assert float(row["mttr_hours"]) == pytest.approx(0.5)  # the restored failure only
+    assert float(row["mtbf_hours"]) == pytest.approx(float(row["operating_hours"]) / 2)
+
+    window = analytics.Window(now - timedelta(days=1), now + timedelta(minutes=1))
+    (api,) = await analytics.reliability(conn, window, analytics.PlantScope(equipment=("M1",)))
+    assert (api.failures, api.open_failures, api.mttr_hours) == (2, 1, pytest.approx(0.5))
+    assert api.open_failure_hours == pytest.approx((datetime.now(UTC) - broke) / timedelta(hours=1), abs=0.01)
+    (site,) = await analytics.plant(conn, analytics.PlantScope(equipment=("M1",)))
+    status = site.areas[0].work_centers[0].equipment[0].status
+    assert (status.state, status.since) == ("stopped", broke)  # the derivation's open stop: no live state yet
+
+    restarted = now - timedelta(minutes=20)
+    await insert(conn, [(m1, restarted, "state", 1.0, None, 0), (m1, restarted, "reason", 0.0, None, 0)])
+    await conn.execute("INSERT INTO live_equipment_state (equipment_id, state, since, state_value) "
+                       "VALUES ($1, 'running', $2, 1)", m1, restarted)
+    for derived in (False, True):  # the live state knows first, the derivation follows
+        row = await reliability_of(conn, m1)
+        assert (row["failure_count"], row["open_failure_count"]) == (2, 0), derived
+        assert float(row["total_failure_hours"]) == pytest.approx(0.5 + 40 / 60), derived
+        assert float(row["mttr_hours"]) == pytest.approx((0.5 + 40 / 60) / 2), derived
+        await deriver.run_once(conn, to_us(now))
+    assert await downtime(conn) == [(now - timedelta(minutes=150), now - timedelta(minutes=120), "MECH_FAIL"),
+                                    (broke, restarted, "MECH_FAIL")]
 
 
 # ---------------------------------------------------------------------------------------------------------
