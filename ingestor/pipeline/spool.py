@@ -23,6 +23,7 @@ Everything here is synchronous and runs on one dedicated thread (:class:`AsyncSp
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -80,6 +81,42 @@ class KeyEpoch:
 
 class SpoolError(Exception):
     """The spool cannot be used (locked by another process, unreadable file)."""
+
+
+class SpoolUnusable(SpoolError):
+    """The spool directory or file cannot be used as configured: a configuration problem (exit code 2).  The
+    message is one line, ``<path>: <problem>``."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _os_problem(exc: OSError, what: str) -> str:
+    if exc.errno == errno.EROFS:
+        return f"{what} is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {what} (running as uid {os.getuid()})"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{what} is a file, not a directory"
+    if exc.errno == errno.ENOSPC:
+        return f"{what} is on a full file system"
+    return f"{what}: {exc.strerror or exc}"
+
+
+def _sqlite_problem(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_NOTADB:
+        return ("is not a SQLite database, so it is no spool; move it away (nothing in it can be read) and the "
+                "daemon starts with an empty spool")
+    if code == sqlite3.SQLITE_READONLY:
+        return "the spool file is read-only"
+    if code == sqlite3.SQLITE_FULL:
+        return "the spool's file system is full"
+    if code == sqlite3.SQLITE_CORRUPT:
+        return "the spool file is damaged (SQLite reports it corrupt); move it away to start with an empty spool"
+    return f"cannot use the spool file: {exc}"
 
 
 class DiskFull(Exception):
@@ -163,8 +200,16 @@ class Spool:
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = (self.directory / "spool.lock").open("a")
+        """Open (or create) the spool.  Raises :class:`SpoolUnusable` when the directory or the file cannot be
+        used (read-only, not writable, not a directory, not a SQLite file), :class:`SpoolError` when another
+        process holds it."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.directory.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(self.directory))
+            self._lock = (self.directory / "spool.lock").open("a")
+        except OSError as exc:
+            raise SpoolUnusable(self.directory, _os_problem(exc, "the spool directory")) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -172,9 +217,17 @@ class Spool:
             raise SpoolError(f"the spool {self.directory} is in use by another process; every daemon needs a "
                              "spool_dir of its own") from None
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._open_file()
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+            self.close()
+            raise SpoolUnusable(self.path, _sqlite_problem(exc)) from None
+        except OSError as exc:
+            self.close()
+            raise SpoolUnusable(self.path, _os_problem(exc, "the spool file")) from None
+
+    def _open_file(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'batch' else 'NORMAL'}")
         # Some builds (Debian's) default to secure_delete, which overwrites every deleted page through the WAL:
@@ -187,7 +240,6 @@ class Spool:
         db.execute(f"PRAGMA wal_autocheckpoint={self.checkpoint_pages}")
         _rename_segment_table(db)
         db.executescript(_SCHEMA)
-        self._db = db
         count, size, rows = db.execute(f"SELECT {_TOTALS} FROM batch").fetchone()
         spool_id = self._meta("spool_id")
         if spool_id is None:
