@@ -16,7 +16,7 @@
 --                         in progress is counted in failure_count, not in MTTR
 --   open_failure_count    failures still in progress
 --   open_failure_hours    their repair time so far
--- Hours are numeric and not rounded (round them for display).  The formula is reliability() (migration 0006,
+-- Hours are numeric and not rounded (round them for display).  The formula is reliability() (migration 0008,
 -- replacing 0004's), the same as view_reliability_summary's.  A dashboard's "last 30 days" passes now() - 30 days and now().
 SELECT r.equipment_id,
        r.equipment_code,
