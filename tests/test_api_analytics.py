@@ -594,9 +594,9 @@ def test_reliability_endpoint(api: Api) -> None:
     assert [{k: v for k, v in x.items() if k != "equipment"} | {"code": x["equipment"]["code"]}
             for x in body["equipment"]] == [
         {"code": "PRESS1", "failures": 3, "operatingHours": 26.0, "failureHours": 4.0, "mtbfHours": approx(26 / 3),
-         "mttrHours": approx(4 / 3)},
+         "mttrHours": approx(4 / 3), "openFailures": 0, "openFailureHours": 0.0},
         {"code": "PRESS2", "failures": 0, "operatingHours": 16.0, "failureHours": 0.0, "mtbfHours": None,
-         "mttrHours": None},
+         "mttrHours": None, "openFailures": 0, "openFailureHours": 0.0},
     ]
     assert "no shift filter" in problem(api.get("/api/manufacturing-metrics/reliability", {"shift": "EARLY"}),
                                         400)["detail"]

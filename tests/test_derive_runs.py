@@ -1,8 +1,8 @@
 """Deriving over time: restarts in the middle of a stop, runs that cut windows anywhere, late readings, a
 reason reported after the window ended, ``ingestor derive`` run twice, the daemon's task, DST.
 
-Machine M1 (site in Europe/Berlin, shifts EARLY 06-14, LATE 14-22, NIGHT 22-06) makes 10 parts at the start
-of every running minute and reports its counter every minute; states 1 running, 2 planned stop, 3 unplanned
+Machine M1 (site in Europe/Berlin, shifts EARLY 06-14, LATE 14-22, NIGHT 22-06) makes 10 parts in every
+running minute and reports its counter at the end of each minute (a reading counts the parts finished by then); states 1 running, 2 planned stop, 3 unplanned
 stop; reason tag 1 = MECH_FAIL, 4 = SCHED_MAINT; MAT_SHORT when no reason is given; stops under 2 minutes are
 micro-stops (counted as running).  All times below are local.
 """
@@ -30,8 +30,9 @@ from prometheus_client import REGISTRY
 
 from ingestor.cli import main
 from ingestor.config import IngestorConfig
+from ingestor.database import analytics
 from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import apply_schema
+from ingestor.database.schema import apply_schema, refresh_view
 from ingestor.derive.engine import Deriver
 from ingestor.derive.segments import to_us
 from ingestor.derive.store import read_facts
@@ -96,7 +97,7 @@ def machine_readings(equipment: int, start: datetime, end: datetime,
     """M1's readings from ``start`` to ``end``: ``stops`` are (from, to, state, reason, when the reason is
     reported: None = at the stop's start)."""
     stops = list(stops)
-    rows: list[tuple[Any, ...]] = [(equipment, start - timedelta(minutes=1), "parts", 0.0, None, 0),
+    rows: list[tuple[Any, ...]] = [(equipment, start, "parts", 0.0, None, 0),
                                    (equipment, start, "state", 1.0, None, 0)]
     for begin, finish, state, reason, said in stops:
         rows.append((equipment, begin, "state", state, None, 0))
@@ -108,8 +109,8 @@ def machine_readings(equipment: int, start: datetime, end: datetime,
     while moment < end:
         if not any(b <= moment < f for b, f, *_ in stops):
             parts = (parts + 10) % 65_536
-        rows.append((equipment, moment, "parts", float(parts), None, 0))
         moment += timedelta(minutes=1)
+        rows.append((equipment, moment, "parts", float(parts), None, 0))  # the minute's parts, at its end
     return rows
 
 
@@ -120,7 +121,8 @@ async def insert(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 async def clear(conn: asyncpg.Connection, readings: bool = True) -> None:
     await conn.execute("DELETE FROM fact_downtime; DELETE FROM fact_scrap; DELETE FROM fact_production; "
-                       "DELETE FROM derive_stop; DELETE FROM derive_equipment; DELETE FROM derive_watermark")
+                       "DELETE FROM derive_stop; DELETE FROM derive_equipment; DELETE FROM derive_watermark; "
+                       "DELETE FROM live_equipment_state")
     if readings:
         await conn.execute("DELETE FROM fact_sensor_event")
 
@@ -269,6 +271,44 @@ async def test_late_readings_are_derived_again(conn: asyncpg.Connection, databas
     assert await read_facts(conn, [m1]) == derived
 
 
+async def parts_per_segment(conn: asyncpg.Connection) -> dict[datetime, int]:
+    return {r["start_time"]: r["total_parts_produced"] for r in await conn.fetch(
+        "SELECT start_time, total_parts_produced FROM fact_production ORDER BY start_time")}
+
+
+async def test_a_counter_reading_on_a_boundary_counts_in_the_segment_that_ends_there(conn: asyncpg.Connection,
+                                                                                     database: Database) -> None:
+    """A counter reading shows the parts finished by its instant: one taken exactly where a segment (or a
+    shift: NIGHT ends at 06:00) ends belongs to the segment that ends there, (start, end].  Hand-computed:
+    05:30 0 (the baseline), 05:45 5, 06:00 12, 06:07 20, 06:15 30, 06:30 31 give 05:30-05:45: 5,
+    05:45-06:00: 7, 06:00-06:15: 8 + 10, 06:15-06:30: 1, 06:30-06:45: 0.  Checked three ways: the reading at
+    06:00 arriving after the window ending there was derived (a late reading on the boundary must re-derive
+    the segment before it), a daemon whose window ends at 06:00 with the reading there, and one range."""
+    deriver, m1 = await prepared(conn, database.dsn)
+    counts = [(local(5, 30), 0.0), (local(5, 45), 5.0), (local(6), 12.0), (local(6, 7), 20.0), (local(6, 15), 30.0),
+              (local(6, 30), 31.0)]
+    rows = [(m1, local(5, 30), "state", 1.0, None, 0), *((m1, t, "parts", v, None, 0) for t, v in counts)]
+    expected = {local(5, 30): 5, local(5, 45): 7, local(6): 18, local(6, 15): 1, local(6, 30): 0}
+
+    await insert(conn, [r for r in rows if r[1] < local(6)])
+    await deriver.run_once(conn, to_us(local(6)) + SETTLE)  # derives up to 06:00, before the 06:00 reading came
+    await insert(conn, [r for r in rows if r[1] >= local(6)])
+    await deriver.run_once(conn, to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
+
+    await clear(conn, readings=False)
+    daemon, _ = await prepared(conn, database.dsn, "boundary")
+    await daemon.run_once(conn, to_us(local(6)) + SETTLE)  # a window that ends at 06:00, the reading there
+    assert (await parts_per_segment(conn))[local(5, 45)] == 7
+    await daemon.run_once(conn, to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
+
+    await clear(conn, readings=False)
+    once, _ = await prepared(conn, database.dsn, "once")
+    await once.derive_range(conn, to_us(local(5)), to_us(local(6, 45)), now_us=to_us(local(6, 45)) + SETTLE)
+    assert await parts_per_segment(conn) == expected
+
+
 async def test_a_reference_to_a_vanished_segment_moves_to_its_successor(conn: asyncpg.Connection,
                                                                         database: Database) -> None:
     """Scrap recorded against a production record whose segment disappears (a product change arrived late and
@@ -285,6 +325,61 @@ async def test_a_reference_to_a_vanished_segment_moves_to_its_successor(conn: as
     await deriver.derive_range(conn, to_us(local(6)), to_us(local(7)), now_us=to_us(local(7)) + SETTLE)
     moved = await conn.fetchval("SELECT p.start_time FROM fact_scrap s JOIN fact_production p USING (production_id)")
     assert moved == local(6, 15)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A breakdown still going
+# ---------------------------------------------------------------------------------------------------------
+
+async def reliability_of(conn: asyncpg.Connection, m1: int) -> asyncpg.Record:
+    await refresh_view(conn, "view_reliability_summary")
+    return await conn.fetchrow("SELECT * FROM view_reliability_summary WHERE equipment_id = $1", m1)
+
+
+async def test_a_breakdown_in_progress_is_a_failure(conn: asyncpg.Connection, database: Database) -> None:
+    """M1 ran from three hours ago, failed for 30 minutes (MECH_FAIL), and broke down again an hour ago; its
+    data ends there (it is still down).  The open breakdown is a failure with its repair time so far (an hour
+    until the view's refresh), in the view, the API and the plant tree; MTTR is the mean of the restored
+    failures only.  Then the live state says it restarted 20 minutes ago: the repair took 40 minutes, before
+    and after the derivation writes its downtime row (never counted twice, never dropped)."""
+    deriver, m1 = await prepared(conn, database.dsn)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    broke = now - timedelta(minutes=60)
+    await insert(conn, machine_readings(m1, now - timedelta(hours=3), broke, [
+        (now - timedelta(minutes=150), now - timedelta(minutes=120), 3, 1, None)]))
+    await insert(conn, [(m1, broke, "state", 3.0, None, 0), (m1, broke, "reason", 1.0, None, 0)])
+    await deriver.run_once(conn, to_us(now))
+    assert await downtime(conn) == [(now - timedelta(minutes=150), now - timedelta(minutes=120), "MECH_FAIL")]
+
+    row = await reliability_of(conn, m1)
+    so_far = (row["window_end"] - broke) / timedelta(hours=1)
+    assert row["failure_count"] == 2
+    assert row["open_failure_count"] == 1
+    assert float(row["open_failure_hours"]) == pytest.approx(so_far)
+    assert float(row["total_failure_hours"]) == pytest.approx(0.5 + so_far)
+    assert float(row["mttr_hours"]) == pytest.approx(0.5)  # the restored failure only
+    assert float(row["mtbf_hours"]) == pytest.approx(float(row["operating_hours"]) / 2)
+
+    window = analytics.Window(now - timedelta(days=1), now + timedelta(minutes=1))
+    (api,) = await analytics.reliability(conn, window, analytics.PlantScope(equipment=("M1",)))
+    assert (api.failures, api.open_failures, api.mttr_hours) == (2, 1, pytest.approx(0.5))
+    assert api.open_failure_hours == pytest.approx((datetime.now(UTC) - broke) / timedelta(hours=1), abs=0.01)
+    (site,) = await analytics.plant(conn, analytics.PlantScope(equipment=("M1",)))
+    status = site.areas[0].work_centers[0].equipment[0].status
+    assert (status.state, status.since) == ("stopped", broke)  # the derivation's open stop: no live state yet
+
+    restarted = now - timedelta(minutes=20)
+    await insert(conn, [(m1, restarted, "state", 1.0, None, 0), (m1, restarted, "reason", 0.0, None, 0)])
+    await conn.execute("INSERT INTO live_equipment_state (equipment_id, state, since, state_value) "
+                       "VALUES ($1, 'running', $2, 1)", m1, restarted)
+    for derived in (False, True):  # the live state knows first, the derivation follows
+        row = await reliability_of(conn, m1)
+        assert (row["failure_count"], row["open_failure_count"]) == (2, 0), derived
+        assert float(row["total_failure_hours"]) == pytest.approx(0.5 + 40 / 60), derived
+        assert float(row["mttr_hours"]) == pytest.approx((0.5 + 40 / 60) / 2), derived
+        await deriver.run_once(conn, to_us(now))
+    assert await downtime(conn) == [(now - timedelta(minutes=150), now - timedelta(minutes=120), "MECH_FAIL"),
+                                    (broke, restarted, "MECH_FAIL")]
 
 
 # ---------------------------------------------------------------------------------------------------------

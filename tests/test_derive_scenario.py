@@ -7,9 +7,10 @@ The plant (dates are local; D0 is four days before today, so the reliability vie
 * Site UTC (UTC) works EARLY 06:00-14:00 and LATE 14:00-22:00; 22:00-06:00 is not scheduled.
 * Segments are at most 30 minutes.
 
-How the machines behave.  Each machine makes its parts in one batch at the start of every minute in which it
-is running, and reports its counters right then, every minute; it reports its state on every change and
-again every five minutes.  So the parts of a shift are (parts per minute) x (minutes running in the shift).
+How the machines behave.  Each machine makes its parts in every minute in which it is running, and reports
+its counters at the end of each minute (a counter reading counts the parts finished by its instant, so the
+reading at a shift's end belongs to that shift); it reports its state on every change and again every five
+minutes.  So the parts of a shift are (parts per minute) x (minutes running in the shift).
 
 PRESS (KOCHI) makes 10 parts a minute, 9 of them good.  Its 16-bit part counter starts at 65 000 and wraps in
 the first hour; the 16-bit good counter starts at 64 000 and wraps too.  It makes product P1 (ideal cycle
@@ -30,7 +31,7 @@ running.  Its order number is 4711, then 4712 from D1 18:00, then 4713 from D2 0
   C2  D0 08:00-08:45  state 10                                                  MECH_FAIL, a failure
   C3  D1 02:00-04:00  state 11 (D0's NIGHT)                                     NO_OPER
   C4  D1 12:00-12:10  state 4                                                   SCHED_MAINT, not in planned time
-  and at D1 14:00 the PLC resets its part counter (the reading then shows 2: parts since the reset).
+  and at D1 14:00 the PLC resets its part counter (the reading at 14:01 shows 2: parts since the reset).
 
 ROBOT (UTC) makes 5 parts a minute, all good, ideal cycle 10 s (theoretical rate 360/h), a 64-bit counter at
 10**12.  It stops (state 0, no reason: NO_OPER by default) at 21:30 every day and starts again at 06:10 the
@@ -66,6 +67,7 @@ from .conftest import Database
 
 D0 = datetime.now(UTC).date() - timedelta(days=4)
 IST = ZoneInfo("Asia/Kolkata")
+MINUTE = timedelta(minutes=1)
 
 CONFIG = yaml.safe_load("""
 instance_id: scenario
@@ -214,39 +216,39 @@ def readings(ids: dict[str, int]) -> list[tuple[Any, ...]]:
             add("PRESS", stop.start + timedelta(seconds=stop.reason_offset_s), "reason", stop.reason)
         add("PRESS", stop.end, "reason", 0)
     parts, good = 65_000, 64_000
-    add("PRESS", KOCHI_START - timedelta(minutes=1), "parts", parts)
-    add("PRESS", KOCHI_START - timedelta(minutes=1), "good", good)
+    add("PRESS", KOCHI_START, "parts", parts)
+    add("PRESS", KOCHI_START, "good", good)
     for moment in minutes(KOCHI_START, KOCHI_END):
         if state_at(PRESS_STOPS, moment) == 1:
             parts, good = (parts + 10) % 65_536, (good + 9) % 65_536
-        add("PRESS", moment, "parts", parts)
-        add("PRESS", moment, "good", good)
+        add("PRESS", moment + MINUTE, "parts", parts)  # the minute's parts, at its end
+        add("PRESS", moment + MINUTE, "good", good)
         if moment.minute % 5 == 0:
             add("PRESS", moment, "product", 1 if moment < at(1, 10, 10) else 2)
 
     # CNC
     states("CNC", CNC_STOPS, KOCHI_START, KOCHI_END)
     parts, scrap = 1_000_000, 0
-    add("CNC", KOCHI_START - timedelta(minutes=1), "parts", parts)
-    add("CNC", KOCHI_START - timedelta(minutes=1), "scrap", scrap)
+    add("CNC", KOCHI_START, "parts", parts)
+    add("CNC", KOCHI_START, "scrap", scrap)
     for moment in minutes(KOCHI_START, KOCHI_END):
         if moment == at(1, 14):
             parts = 0  # the PLC resets its counter
         if state_at(CNC_STOPS, moment) == 1:
             parts, scrap = parts + 2, scrap + 1
-        add("CNC", moment, "parts", parts)
-        add("CNC", moment, "scrap", scrap)
+        add("CNC", moment + MINUTE, "parts", parts)
+        add("CNC", moment + MINUTE, "scrap", scrap)
         if moment.minute % 5 == 0:
             add("CNC", moment, "order", 4711 if moment < at(1, 18) else 4712 if moment < at(2, 9, 35) else 4713)
 
     # ROBOT
     states("ROBOT", ROBOT_STOPS, ROBOT_START, ROBOT_END)
     parts = 10**12
-    add("ROBOT", ROBOT_START - timedelta(minutes=1), "parts", parts)
+    add("ROBOT", ROBOT_START, "parts", parts)
     for moment in minutes(ROBOT_START, ROBOT_END):
         if state_at(ROBOT_STOPS, moment) == 1:
             parts += 5
-        add("ROBOT", moment, "parts", parts)
+        add("ROBOT", moment + MINUTE, "parts", parts)
     return rows
 
 

@@ -4,6 +4,7 @@ acknowledgments only once a batch is durable), with a real spool file and no dat
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -93,14 +94,32 @@ async def test_acknowledged_only_once_durable_and_unknown_equipment_travels_as_p
                                                      ("M2", 102.0, "unknown_equipment")]
 
 
-async def test_interval_durability_acknowledges_after_the_next_fsync(spooled) -> None:  # type: ignore[no-untyped-def]
-    queue, _, spooler = await spooled(batch_rows=10, batch_age=0.01, durability="interval", fsync_interval=0.3)
+async def test_interval_durability_acknowledges_after_the_next_fsync(spooled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The acknowledgment waits for an fsync of the WAL that came after the batch was stored.  The real
+    ``os.fsync`` runs; the wrapper only notes which file it synced (a ``Spool.sync`` doing nothing fails)."""
+    queue, spool, spooler = await spooled(batch_rows=10, batch_age=0.01, durability="interval", fsync_interval=0.3)
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
     acked = asyncio.Event()
+
+    def acknowledge() -> None:
+        events.append("ack")
+        acked.set()
+
     task = asyncio.create_task(spooler.run())
     started = time.monotonic()
-    await queue.put(readings(3), acked.set, "c")
+    await queue.put(readings(3), acknowledge, "c")
     await asyncio.wait_for(acked.wait(), 5)
     assert time.monotonic() - started >= 0.25
+    assert spool.spool.batches == 1
+    wal = f"fsync {spool.spool.path}-wal"
+    assert wal in events and events.index(wal) < events.index("ack"), events
     await queue.close()
     await asyncio.wait_for(task, 5)
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -36,7 +37,7 @@ from ingestor.derive.live import LiveEvents
 from ingestor.derive.task import DerivationTask, stop_task
 from ingestor.pipeline import metrics
 from ingestor.pipeline.queue import ReadingQueue
-from ingestor.pipeline.spool import AsyncSpool, Spool, SpoolError
+from ingestor.pipeline.spool import AsyncSpool, Spool, SpoolError, SpoolUnusable
 from ingestor.pipeline.spooler import Spooler
 from ingestor.pipeline.writer import SpoolWriter
 from ingestor.service.logs import configure_logging
@@ -45,6 +46,7 @@ from ingestor.service.refresh import ViewRefresher
 log = get_logger(__name__)
 
 EXIT_FORCED = 130
+EXIT_CONFIG = 2  # as ingestor.cli.common.EXIT_CONFIG: the configuration cannot work (here: its spool_dir)
 
 
 class Daemon:
@@ -146,6 +148,10 @@ class Daemon:
             async with AsyncExitStack() as stack:
                 try:
                     await self.spool.open()
+                except SpoolUnusable as exc:  # one line naming the file and the problem, like check-config
+                    log.error("cannot start", error=str(exc))
+                    print(exc, file=sys.stderr)
+                    return EXIT_CONFIG
                 except SpoolError as exc:
                     log.error("cannot start", error=str(exc))
                     return 1

@@ -170,6 +170,8 @@ class Reliability:
     failure_hours: float
     mtbf_hours: float | None
     mttr_hours: float | None
+    open_failures: int
+    open_failure_hours: float
 
 
 @dataclass(frozen=True)
@@ -340,7 +342,8 @@ async def reliability(db: asyncpg.Pool | asyncpg.Connection, window: Window,
     chosen = await resolve_scope(db, scope)
     rows = await db.fetch(queries.load("mtbf_mttr"), window.start, window.end, chosen.equipment_ids)
     return [Reliability(_equipment(r), r["failure_count"], float(r["operating_hours"]),
-                        float(r["total_downtime_hours"]), _float(r["mtbf_hours"]), _float(r["mttr_hours"]))
+                        float(r["total_downtime_hours"]), _float(r["mtbf_hours"]), _float(r["mttr_hours"]),
+                        r["open_failure_count"], float(r["open_failure_hours"]))
             for r in rows]
 
 

@@ -13,12 +13,13 @@ downtime row.  A stop whose reason or micro-stop status could still change (it b
 ``reason_window`` or ``micro_stop`` before the window) is not continued: the window moves back to the cell
 where it began.
 
-**Late readings.** ``fact_sensor_event.event_id`` grows with insertion order.  Each run reads the readings
-inserted since the last one (``event_id`` above the scope's watermark, through a BRIN index) and marks the
-earliest ``event_ts`` among each machine's role readings as pending (``derive_equipment.pending_from``) when
-it lies before ``derived_until``: the next windows start there.  The watermark and the pending marks move in
-one transaction, so a crash loses nothing and a restart double-counts nothing (facts are replaced, never
-added).
+**Late readings.** ``fact_sensor_event.event_id`` grows with insertion order. Each run reads the readings inserted
+since the last one (``event_id`` above the scope's watermark, through a BRIN index) and marks the earliest
+``event_ts`` among each machine's role readings as pending (``derive_equipment.pending_from``) when it lies before
+``derived_until``: the next windows start there. A counter reading counts for the window that ends at its instant
+(:mod:`ingestor.derive.facts`), so a counter reading at ``t`` makes ``t`` - 1 µs pending: one arriving late
+exactly at ``derived_until`` re-derives the window before. The watermark and the pending marks move in one
+transaction, so a crash loses nothing and a restart double-counts nothing (facts are replaced, never added).
 
 Why the watermark is safe although identity values are cached per session (CACHE 1000), so that event_id
 order is not commit order across sessions: a daemon's readings are written by its one writer connection,
@@ -145,6 +146,8 @@ class Deriver:
         pending mark."""
         ids = [p.equipment_id for p in self.plans]
         roles = {(p.equipment_id, name) for p in self.plans for name in p.parameters()}
+        # a counter reading at t counts parts finished by t: it belongs to the window ending at t
+        counters = {(p.equipment_id, name) for p in self.plans for name in p.counter_parameters()}
         marked = 0
         async with conn.transaction():
             row = await conn.fetchrow("SELECT last_event_id FROM derive_watermark WHERE scope = $1 FOR UPDATE",
@@ -163,7 +166,7 @@ class Deriver:
                     "GROUP BY equipment_id, parameter", ids):
                 highest = max(highest, int(r["last_id"]))
                 if (r["equipment_id"], r["parameter"]) in roles and r["earliest"] is not None:
-                    instant = to_us(r["earliest"])
+                    instant = to_us(r["earliest"]) - ((r["equipment_id"], r["parameter"]) in counters)
                     equipment = r["equipment_id"]
                     earliest[equipment] = min(earliest.get(equipment, instant), instant)
             for equipment, instant in earliest.items():

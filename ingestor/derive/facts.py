@@ -2,8 +2,11 @@
 out.  Pure: no database, no clock.  The same readings always give the same rows.
 
 The window ``[start, end)`` lies on cell boundaries (:mod:`ingestor.derive.segments`); the facts depend only on
-readings before ``end``.  A machine's facts begin at the first reading of its state tag (of its part counter
-when it has no state tag): before that nothing is known about it.
+readings before ``end``, and on counter readings at ``end``. A counter reading shows the parts finished by its
+instant, so a segment counts the readings in ``(start, end]``: one taken exactly at a boundary belongs to the
+segment that ends there, not to the one that starts there (states, products and orders hold from their reading on,
+so theirs belong to ``[start, end)``). A machine's facts begin at the first reading of its state tag (of its part
+counter when it has no state tag): before that nothing is known about it.
 
 Per segment (one ``fact_production`` row), in milliseconds:
 
@@ -11,7 +14,7 @@ Per segment (one ``fact_production`` row), in milliseconds:
   :mod:`ingestor.derive.states`);
 * operating_time = planned_production_time - the other stops (micro-stops count as running unless configured
   otherwise).  A machine without a state tag is running whenever it is scheduled;
-* total_parts_produced = the part counter's deltas shown by readings inside the segment
+* total_parts_produced = the part counter's deltas shown by readings in ``(segment start, segment end]``
   (:mod:`ingestor.derive.counters`); good_parts = the good counter's deltas, or total - the scrap counter's
   deltas, or total when the machine has neither; scrap_parts = total - good.  Good (or scrap) is capped at the
   total: the two counters are read at slightly different instants, so near a segment boundary the good counter
@@ -22,7 +25,7 @@ Per segment (one ``fact_production`` row), in milliseconds:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -80,7 +83,9 @@ class WindowFacts:
 
 def derive_window(plan: EquipmentPlan, series: Mapping[str, Series], start: int, end: int,
                   carry: Stop | None = None, stop_end_after: int | None = None) -> WindowFacts:
-    """The facts of ``[start, end)``; ``series`` holds every role tag of the plan (missing = no readings);
+    """The facts of ``[start, end)``; ``series`` holds every role tag of the plan (missing = no readings), the
+    counters' readings in ``(start, end]`` with ``before`` at or before ``start`` (``plan.counter_parameters()``),
+    the other tags' in ``[start, end)``;
     ``carry`` is the stop in progress just before ``start``, ``stop_end_after`` when the stop in progress at
     ``end`` ended, if readings after the window tell (see :func:`ingestor.derive.states.stops_in`).  Only the
     end of that stop's downtime row, and whether it is a micro-stop, depend on readings after ``end``."""
@@ -177,7 +182,8 @@ def _stretches(cells: Sequence[Cell]) -> list[tuple[int, int]]:
 
 
 class _Counter:
-    """Counter steps summed over time ranges."""
+    """Counter steps summed over time ranges ``(start, end]``: a step belongs to the instant of its reading, and
+    a reading counts the parts finished by then."""
 
     def __init__(self, steps: list[CounterStep]) -> None:
         self._instants = [s.instant for s in steps]
@@ -186,7 +192,7 @@ class _Counter:
             self._sums.append(self._sums[-1] + step.parts)
 
     def between(self, start: int, end: int) -> int:
-        return self._sums[bisect_left(self._instants, end)] - self._sums[bisect_left(self._instants, start)]
+        return self._sums[bisect_right(self._instants, end)] - self._sums[bisect_right(self._instants, start)]
 
     def total(self) -> int:
         return self._sums[-1]

@@ -81,6 +81,12 @@ class EquipmentPlan:
                  *(c.parameter for c in (self.part_counter, self.good_counter, self.scrap_counter) if c)]
         return list(dict.fromkeys(n for n in names if n))
 
+    def counter_parameters(self) -> list[str]:
+        """The counter tags: their readings count parts finished by the reading's instant, so a window
+        ``[start, end)`` reads them in ``(start, end]`` (:mod:`ingestor.derive.facts`)."""
+        return list(dict.fromkeys(c.parameter for c in (self.part_counter, self.good_counter, self.scrap_counter)
+                                  if c))
+
     def ideal_cycle_ms(self, product_id: int | None) -> float | None:
         """The ideal cycle time: the product's target cycle time, else 3 600 000 / theoretical rate."""
         if product_id is not None and product_id in self.product_cycle_ms:

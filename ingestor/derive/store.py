@@ -1,7 +1,10 @@
 """The derivation's database side: reading a window's role readings, and writing its facts idempotently.
 
 Reading: for each role tag, the last good reading before the window and the readings inside it, with repeated
-values dropped by the server (only changes matter to states, counters, products and orders; this keeps a
+values dropped by the server.  "Inside" is ``[start, end)`` for states, reasons, products and orders (a value
+holds from its reading on) and ``(start, end]`` for counters (a reading counts the parts finished by its
+instant, so one exactly at a boundary belongs to the window that ends there; "before" is then "at or before
+``start``") (only changes matter to states, counters, products and orders; this keeps a
 machine polled every second cheap to derive).  Several readings of one tag at one instant: the one inserted
 last (highest ``event_id``) counts.  Bad-quality readings, NaN and infinities are ignored.
 
@@ -44,7 +47,8 @@ FROM (
         SELECT DISTINCT ON (parameter, event_ts) parameter, event_ts, value
         FROM fact_sensor_event
         WHERE equipment_id = $1 AND parameter = ANY($2::text[]) AND quality < 2
-          AND event_ts >= $3 AND event_ts < $4 AND {_FINITE}
+          AND event_ts >= $3 AND event_ts <= $4 AND {_FINITE}
+          AND CASE WHEN parameter = ANY($5::text[]) THEN event_ts > $3 ELSE event_ts < $4 END
         ORDER BY parameter, event_ts, event_id DESC
     ) latest
 ) changes
@@ -57,7 +61,9 @@ SELECT p.parameter, m.event_ts, v.value
 FROM unnest($2::text[]) AS p(parameter)
 CROSS JOIN LATERAL (
     SELECT max(f.event_ts) AS event_ts FROM fact_sensor_event f
-    WHERE f.equipment_id = $1 AND f.parameter = p.parameter AND f.quality < 2 AND f.event_ts < $3
+    WHERE f.equipment_id = $1 AND f.parameter = p.parameter AND f.quality < 2
+      AND f.event_ts < CASE WHEN p.parameter = ANY($4::text[]) THEN $3::timestamptz + interval '1 microsecond'
+                            ELSE $3::timestamptz END
       AND f.{_FINITE}
 ) m
 CROSS JOIN LATERAL (
@@ -92,18 +98,19 @@ async def load_ids(conn: asyncpg.Connection, plant: PlantConfig) -> DimensionIds
 
 
 async def load_window(conn: asyncpg.Connection, plan: EquipmentPlan, start: int, end: int) -> dict[str, Series]:
-    """Every role tag's readings for the window ``[start, end)``."""
-    return await load_series(conn, plan.equipment_id, plan.parameters(), start, end)
+    """Every role tag's readings for the window ``[start, end)`` (the counters' for ``(start, end]``)."""
+    return await load_series(conn, plan.equipment_id, plan.parameters(), start, end, plan.counter_parameters())
 
 
-async def load_series(conn: asyncpg.Connection, equipment_id: int, names: Sequence[str], start: int, end: int
-                      ) -> dict[str, Series]:
-    """The readings of tags ``names`` of one machine for ``[start, end)``, as the derivation sees them."""
+async def load_series(conn: asyncpg.Connection, equipment_id: int, names: Sequence[str], start: int, end: int,
+                      counters: Sequence[str] = ()) -> dict[str, Series]:
+    """The readings of tags ``names`` of one machine for ``[start, end)``, as the derivation sees them; those
+    of ``counters`` for ``(start, end]``, their ``before`` at or before ``start``."""
     begin, finish = from_us(start), from_us(end)
     before = {r["parameter"]: Point(to_us(r["event_ts"]), r["value"])
-              for r in await conn.fetch(_BEFORE, equipment_id, list(names), begin)}
+              for r in await conn.fetch(_BEFORE, equipment_id, list(names), begin, list(counters))}
     points: dict[str, list[Point]] = {name: [] for name in names}
-    for r in await conn.fetch(_CHANGES, equipment_id, list(names), begin, finish):
+    for r in await conn.fetch(_CHANGES, equipment_id, list(names), begin, finish, list(counters)):
         points[r["parameter"]].append(Point(to_us(r["event_ts"]), r["value"]))
     return {name: Series(before.get(name), tuple(points[name])) for name in names}
 
@@ -112,7 +119,7 @@ async def state_before(conn: asyncpg.Connection, plan: EquipmentPlan, instant: i
     """The last good state reading before ``instant``."""
     if plan.state_parameter is None:
         return None
-    row = await conn.fetchrow(_BEFORE, plan.equipment_id, [plan.state_parameter], from_us(instant))
+    row = await conn.fetchrow(_BEFORE, plan.equipment_id, [plan.state_parameter], from_us(instant), [])
     return None if row is None else Point(to_us(row["event_ts"]), row["value"])
 
 

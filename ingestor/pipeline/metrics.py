@@ -18,6 +18,8 @@ OLDEST_UNWRITTEN_AGE = Gauge(
     "ingestor_oldest_unwritten_reading_age_seconds", "Age of the oldest reading not yet committed")
 READINGS_SPOOLED = Counter("ingestor_readings_spooled_total", "Readings made durable in the local spool")
 SPOOL_BYTES = Gauge("ingestor_spool_bytes", "Bytes of unwritten batches in the spool")
+SPOOL_FREE_BYTES = Gauge(
+    "ingestor_spool_free_bytes", "Free bytes of the spool's file system (the spool stops short of them by a reserve)")
 SPOOL_READINGS = Gauge("ingestor_spool_readings", "Readings in the spool not yet committed to the database")
 SPOOL_SECONDS = Histogram(
     "ingestor_spool_append_seconds", "Time to store (and fsync) one batch in the spool",

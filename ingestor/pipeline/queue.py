@@ -109,6 +109,11 @@ class ReadingQueue:
             self._changed.notify_all()
             return batch
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (the daemon is shutting down)."""
+        return self._closed
+
     async def close(self) -> None:
         """No more puts; ``take`` drains what is left and then returns empty."""
         async with self._changed:

@@ -11,12 +11,19 @@ returns); ``interval`` commits with ``synchronous=NORMAL`` and fsyncs the WAL ev
 either way a batch's acknowledgment waits until the fsync that covers it.  A SQLite commit is atomic, so a
 crash at any instant leaves whole batches or none.
 
+The disk: the spool may grow only into the free space of its file system, less a reserve (:meth:`Spool.disk`,
+:func:`reserve_for`), so that the writer's deletes and SQLite's checkpoints always have room.  A write that
+still finds the disk full (something else filled it) raises :class:`DiskFull` for an append, so the spooler
+waits as for a full spool; a delete that finds it full changes nothing and is repeated by the next one (the
+batches are committed and below the watermark, so nothing reads them again).
+
 Everything here is synchronous and runs on one dedicated thread (:class:`AsyncSpool` is the asyncio face).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -76,6 +83,94 @@ class SpoolError(Exception):
     """The spool cannot be used (locked by another process, unreadable file)."""
 
 
+class SpoolUnusable(SpoolError):
+    """The spool directory or file cannot be used as configured: a configuration problem (exit code 2).  The
+    message is one line, ``<path>: <problem>``."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _os_problem(exc: OSError, what: str) -> str:
+    if exc.errno == errno.EROFS:
+        return f"{what} is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {what} (running as uid {os.getuid()})"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{what} is a file, not a directory"
+    if exc.errno == errno.ENOSPC:
+        return f"{what} is on a full file system"
+    return f"{what}: {exc.strerror or exc}"
+
+
+def _sqlite_problem(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_NOTADB:
+        return ("is not a SQLite database, so it is no spool; move it away (nothing in it can be read) and the "
+                "daemon starts with an empty spool")
+    if code == sqlite3.SQLITE_READONLY:
+        return "the spool file is read-only"
+    if code == sqlite3.SQLITE_FULL:
+        return "the spool's file system is full"
+    if code == sqlite3.SQLITE_CORRUPT:
+        return "the spool file is damaged (SQLite reports it corrupt); move it away to start with an empty spool"
+    return f"cannot use the spool file: {exc}"
+
+
+class DiskFull(Exception):
+    """The spool's file system had no room for a batch (SQLite's "database or disk is full")."""
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+MiB = 2**20
+
+
+WAL_SLACK_PAGES = 128
+"""Pages a WAL may hold beyond its checkpoint threshold (the transaction that crosses it)."""
+
+
+def checkpoint_pages_for(total: int, page_size: int) -> int:
+    """SQLite's ``wal_autocheckpoint`` for a file system of ``total`` bytes: its default, 1000 pages (4 MiB),
+    but at most 1/32 of the file system (at least 16 pages), so that the WAL of a small disk stays small."""
+    return max(16, min(1000, total // page_size // 32))
+
+
+def reserve_for(total: int, page_size: int = 4096, checkpoint_pages: int | None = None) -> int:
+    """Free space the spool leaves on a file system of ``total`` bytes.  A nearly full disk must still let
+    SQLite checkpoint (copying the WAL's new pages into the database file makes it grow) and let the writer
+    delete batches (writing into the WAL, which must grow when a checkpoint could not finish): without room
+    for both, every delete fails and the spool can never shrink.  So: two WALs' worth (checkpoint threshold plus
+    slack), and 1/16 of the file system between 256 KiB and 64 MiB for everything else."""
+    pages = checkpoint_pages if checkpoint_pages is not None else checkpoint_pages_for(total, page_size)
+    return 2 * (pages + WAL_SLACK_PAGES) * page_size + min(64 * MiB, max(MiB // 4, total // 16))
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """The spool's file system: its size, its free space, the free pages inside the spool file (space a new
+    batch reuses without growing the file), and the reserve the spool leaves free (:func:`reserve_for`)."""
+
+    total: int
+    free: int
+    reusable: int
+    reserve: int
+
+    @property
+    def room(self) -> int:
+        """Bytes the spool may still write before it reaches the reserve (never negative)."""
+        return max(0, self.free + self.reusable - self.reserve)
+
+    def fits(self, size: int) -> bool:
+        """Whether a batch of ``size`` bytes fits: written once into the WAL, and once more into the database
+        file when the WAL is checkpointed."""
+        return 2 * size <= self.room
+
+
 _PENDING_COUNT = "coalesce(json_array_length(pending), 0)"
 _SIZE = "length(rows) + coalesce(length(pending), 0)"
 _TOTALS = f"count(*), coalesce(sum({_SIZE}), 0), coalesce(sum(row_count + {_PENDING_COUNT}), 0)"
@@ -99,12 +194,22 @@ class Spool:
         self.batches = 0
         self.readings = 0
         self.oldest_created_us: int | None = None  # of the oldest unwritten batch, kept current for metrics
+        self.page_size = 4096
+        self.checkpoint_pages = 1000
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = (self.directory / "spool.lock").open("a")
+        """Open (or create) the spool.  Raises :class:`SpoolUnusable` when the directory or the file cannot be
+        used (read-only, not writable, not a directory, not a SQLite file), :class:`SpoolError` when another
+        process holds it."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.directory.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(self.directory))
+            self._lock = (self.directory / "spool.lock").open("a")
+        except OSError as exc:
+            raise SpoolUnusable(self.directory, _os_problem(exc, "the spool directory")) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -112,22 +217,37 @@ class Spool:
             raise SpoolError(f"the spool {self.directory} is in use by another process; every daemon needs a "
                              "spool_dir of its own") from None
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._open_file()
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+            self.close()
+            raise SpoolUnusable(self.path, _sqlite_problem(exc)) from None
+        except OSError as exc:
+            self.close()
+            raise SpoolUnusable(self.path, _os_problem(exc, "the spool file")) from None
+
+    def _open_file(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'batch' else 'NORMAL'}")
-        db.execute("PRAGMA wal_autocheckpoint=1000")
+        # Some builds (Debian's) default to secure_delete, which overwrites every deleted page through the WAL:
+        # deleting a committed batch then writes as much as storing it did, and on a full disk the writer's
+        # deletes fail, so the spool could never shrink.  Its batches are committed readings, nothing secret.
+        db.execute("PRAGMA secure_delete=OFF")
+        self.page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        stat = os.statvfs(self.directory)
+        self.checkpoint_pages = checkpoint_pages_for(stat.f_blocks * stat.f_frsize, self.page_size)
+        db.execute(f"PRAGMA wal_autocheckpoint={self.checkpoint_pages}")
         _rename_segment_table(db)
         db.executescript(_SCHEMA)
-        self._db = db
         count, size, rows = db.execute(f"SELECT {_TOTALS} FROM batch").fetchone()
         spool_id = self._meta("spool_id")
         if spool_id is None:
             spool_id = str(uuid.uuid4())
             self._set_meta("spool_id", spool_id)
         self.spool_id = spool_id
-        self._set_meta("instance_id", self.instance_id)
+        if self._meta("instance_id") != self.instance_id:  # written only when it changes: a full disk still opens
+            self._set_meta("instance_id", self.instance_id)
         self.batches, self.bytes_used, self.readings = count, size, rows
         self._refresh_oldest()
 
@@ -150,10 +270,16 @@ class Spool:
     def append(self, rows: bytes, row_count: int, pending_text: str | None, pending_count: int, epoch: int,
                created_us: int) -> int:
         """Store one batch (``pending_text``: the JSON list of ``pending_count`` unencoded readings, or None);
-        returns its sequence number.  Durable on return in ``batch`` mode."""
-        cursor = self.db.execute(
-            "INSERT INTO batch (created_us, epoch, row_count, rows, pending) VALUES (?, ?, ?, ?, ?)",
-            (created_us, epoch, row_count, rows, pending_text))
+        returns its sequence number.  Durable on return in ``batch`` mode.  Raises :class:`DiskFull` when the
+        file system has no room (nothing is stored then)."""
+        try:
+            cursor = self.db.execute(
+                "INSERT INTO batch (created_us, epoch, row_count, rows, pending) VALUES (?, ?, ?, ?, ?)",
+                (created_us, epoch, row_count, rows, pending_text))
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise DiskFull(f"{self.path}: {exc}") from exc
+            raise
         seq = cursor.lastrowid
         assert seq is not None
         self.batches += 1
@@ -178,10 +304,12 @@ class Spool:
         return found
 
     def delete_through(self, seq: int) -> int:
-        """Forget every batch up to and including ``seq`` (they are committed to the database)."""
+        """Forget every batch up to and including ``seq`` (they are committed to the database).  On a full disk
+        nothing is deleted and 0 returned: the next call deletes them (they are below the watermark)."""
         count, size, rows = self.db.execute(f"SELECT {_TOTALS} FROM batch WHERE seq <= ?", (seq,)).fetchone()
         if count:
-            self.db.execute("DELETE FROM batch WHERE seq <= ?", (seq,))
+            if not self._delete("DELETE FROM batch WHERE seq <= ?", seq):
+                return 0
             self.batches -= count
             self.bytes_used -= size
             self.readings -= rows
@@ -197,12 +325,30 @@ class Spool:
         if row is None:
             return 0, 0
         seq, readings, size = row
-        self.db.execute("DELETE FROM batch WHERE seq = ?", (seq,))
+        if not self._delete("DELETE FROM batch WHERE seq = ?", seq):
+            return 0, 0
         self.batches -= 1
         self.bytes_used -= size
         self.readings -= readings
         self._refresh_oldest()
         return seq, readings
+
+    def _delete(self, sql: str, seq: int) -> bool:
+        try:
+            self.db.execute(sql, (seq,))
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                return False
+            raise
+        return True
+
+    def disk(self) -> DiskSpace:
+        """The spool's file system and the free pages inside the spool file, now."""
+        stat = os.statvfs(self.directory)
+        total = stat.f_blocks * stat.f_frsize
+        (pages,) = self.db.execute("PRAGMA freelist_count").fetchone()
+        return DiskSpace(total, stat.f_bavail * stat.f_frsize, int(pages) * self.page_size,
+                         reserve_for(total, self.page_size, self.checkpoint_pages))
 
     def _refresh_oldest(self) -> None:
         row = self.db.execute("SELECT created_us FROM batch ORDER BY seq LIMIT 1").fetchone()

@@ -10,6 +10,17 @@ stored, travel in the same batch as JSON with their reason.  Once the batch is d
 When the spool reaches ``spool_max_bytes`` the ``spool_full`` policy applies: ``backpressure`` waits for the
 writer to make room (the queue fills, connectors wait), ``drop_oldest`` deletes the oldest unwritten batches,
 ``drop_newest`` drops the incoming batch.  Every dropped reading is counted by reason.
+
+A full disk is a full spool: the spool's effective limit is the smaller of ``spool_max_bytes`` and what its
+file system still has room for, less a reserve (:meth:`~ingestor.pipeline.spool.Spool.disk`), and the same
+policy applies.  The writer keeps draining meanwhile; space comes back as it deletes committed batches (or as
+something else frees the disk: the spooler looks again every second), and the spooler resumes by itself.  A
+write that finds the disk full anyway waits the same way and is retried.  At startup it warns when the file
+system is smaller than ``spool_max_bytes``.
+
+At shutdown (the queue closed) a full spool is waited for at most ``shutdown_timeout``: what is still queued
+after that is not spooled and not acknowledged (an MQTT broker redelivers it), counted as dropped with reason
+``shutdown_spool_full``, so that a daemon whose database is down and whose disk is full still stops.
 """
 
 from __future__ import annotations
@@ -26,12 +37,15 @@ from ingestor.database.dimensions import DimensionKeys
 from ingestor.pipeline import metrics
 from ingestor.pipeline.config import PipelineConfig
 from ingestor.pipeline.queue import Entry, ReadingQueue
-from ingestor.pipeline.spool import AsyncSpool, KeyEpoch
+from ingestor.pipeline.spool import AsyncSpool, DiskFull, DiskSpace, KeyEpoch
 
 log = get_logger(__name__)
 
 RESOLVABLE = frozenset({"unknown_equipment", "unresolved"})
 """Pending reasons the writer retries with the database's current keys; any other reason is final."""
+
+DISK_RECHECK = 1.0
+"""Seconds between looks at the disk while waiting for room: space freed by something else sends no signal."""
 
 
 class Spooler:
@@ -51,6 +65,8 @@ class Spooler:
         self.finished = asyncio.Event()
         self._unsynced: list[Callable[[], None]] = []
         self._full_logged = False
+        self.disk: DiskSpace | None = None
+        self._give_up_at: float | None = None  # at shutdown: when to stop waiting for room
 
     async def load_keys(self) -> None:
         """Use the keys remembered in the spool (from the last dimension sync), if any."""
@@ -72,6 +88,12 @@ class Spooler:
     async def run(self) -> None:
         """Until the queue is closed and drained."""
         syncer = asyncio.create_task(self._sync_periodically()) if self._config.durability == "interval" else None
+        disk = await self._look_at_disk()
+        if disk.total < self._config.spool_max_bytes:
+            log.warning("the spool's file system is smaller than spool_max_bytes; the spool is limited by its free "
+                        "space", spool_dir=str(self._spool.spool.directory), file_system_bytes=disk.total,
+                        free_bytes=disk.free, spool_max_bytes=self._config.spool_max_bytes,
+                        reserve_bytes=disk.reserve)
         try:
             while True:
                 entries = await self._queue.take(self._config.batch_rows, self._config.batch_age)
@@ -96,13 +118,26 @@ class Spooler:
             rows, row_count, refused = b"", 0, [(reading, "unresolved") for reading in readings]
         pending_text = json.dumps([_pending(reading, reason) for reading, reason in refused]) if refused else None
         size = len(rows) + (len(pending_text) if pending_text else 0)
-        if not await self._make_room(size, len(readings)):
+        room = await self._make_room(size, len(readings))
+        if room is None:  # shutting down with no room: never durable, so never acknowledged
+            self._count_dropped("shutdown_spool_full", len(readings))
+            return
+        if not room:
             self._acknowledge(entries)  # dropped by policy: the connectors must not hold them forever
             return
-        started = time.monotonic()
         epoch = self.epoch.epoch if self.epoch is not None else 0
-        await self._spool.call(self._spool.spool.append, rows, row_count, pending_text, len(refused), epoch,
-                               created_us)
+        while True:
+            started = time.monotonic()
+            try:
+                await self._spool.call(self._spool.spool.append, rows, row_count, pending_text, len(refused), epoch,
+                                       created_us)
+                break
+            except DiskFull as exc:  # the disk filled faster than measured: wait as for a full spool
+                self._log_full("disk", error=str(exc))
+                if self._giving_up():
+                    self._count_dropped("shutdown_spool_full", len(readings))
+                    return
+                await self._wait_for_room()
         metrics.SPOOL_SECONDS.observe(time.monotonic() - started)
         metrics.READINGS_SPOOLED.inc(len(readings))
         self.spooled += len(readings)
@@ -113,28 +148,74 @@ class Spooler:
             self._unsynced.extend(entry.on_durable for entry in entries if entry.on_durable is not None)
         self.wake_writer.set()
 
-    async def _make_room(self, size: int, readings: int) -> bool:
+    async def _look_at_disk(self) -> DiskSpace:
+        self.disk = await self._spool.call(self._spool.spool.disk)
+        metrics.SPOOL_FREE_BYTES.set(self.disk.free)
+        return self.disk
+
+    async def _full(self, size: int) -> str | None:
+        """Why a batch of ``size`` bytes does not fit now: "limit" (``spool_max_bytes``; a batch bigger than the
+        whole limit is still let into an empty spool), "disk", or None when it fits."""
         spool = self._spool.spool
-        limit = self._config.spool_max_bytes
-        if spool.bytes_used + size <= limit or not spool.batches:
+        if spool.bytes_used + size > self._config.spool_max_bytes and spool.batches:
+            return "limit"
+        if not (await self._look_at_disk()).fits(size):
+            return "disk"
+        return None
+
+    def _log_full(self, cause: str, **details: object) -> None:
+        if self._full_logged:
+            return
+        spool = self._spool.spool
+        disk = self.disk
+        log.warning("spool full" if cause == "limit" else "spool full: its file system has no more room",
+                    policy=self._config.spool_full, bytes=spool.bytes_used, limit=self._config.spool_max_bytes,
+                    free_bytes=None if disk is None else disk.free, readings_waiting=spool.readings, **details)
+        self._full_logged = True
+
+    async def _wait_for_room(self) -> None:
+        """Until the writer frees space, or a second passes (the disk may have been freed by something else)."""
+        async with self.room:
+            try:
+                await asyncio.wait_for(self.room.wait(), DISK_RECHECK)
+            except TimeoutError:
+                pass
+
+    def _giving_up(self) -> bool:
+        """At shutdown, once ``shutdown_timeout`` passed without room: stop waiting for it."""
+        if not self._queue.closed:
+            return False
+        if self._give_up_at is None:
+            self._give_up_at = time.monotonic() + self._config.shutdown_timeout
+        if time.monotonic() < self._give_up_at:
+            return False
+        if self._give_up_at > 0:
+            log.warning("shutting down with the spool full: readings still queued are not spooled (nor "
+                        "acknowledged)", readings_queued=len(self._queue), timeout_s=self._config.shutdown_timeout)
+            self._give_up_at = 0.0
+        return True
+
+    async def _make_room(self, size: int, readings: int) -> bool | None:
+        """True: the batch fits (now); False: dropped by the policy; None: shutting down without room."""
+        spool = self._spool.spool
+        cause = await self._full(size)
+        if cause is None:
             self._full_logged = False
             return True
         policy = self._config.spool_full
-        if not self._full_logged:
-            log.warning("spool full", policy=policy, bytes=spool.bytes_used, limit=limit,
-                        readings_waiting=spool.readings)
-            self._full_logged = True
+        self._log_full(cause)
         if policy == "drop_newest":
             self._count_dropped("spool_full_drop_newest", readings)
             return False
-        async with self.room:
-            while spool.bytes_used + size > limit and spool.batches:
-                if policy == "drop_oldest":
-                    seq, count = await self._spool.call(spool.drop_oldest, self.inflight_through)
-                    if seq:
-                        self._count_dropped("spool_full_drop_oldest", count)
-                        continue
-                await self.room.wait()  # backpressure (or every droppable batch is being written)
+        while await self._full(size) is not None:
+            if policy == "drop_oldest":
+                seq, count = await self._spool.call(spool.drop_oldest, self.inflight_through)
+                if seq:
+                    self._count_dropped("spool_full_drop_oldest", count)
+                    continue
+            if self._giving_up():
+                return None
+            await self._wait_for_room()  # backpressure (or every droppable batch is being written)
         self._update_gauges()
         return True
 

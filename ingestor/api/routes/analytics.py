@@ -227,11 +227,15 @@ class DowntimePareto(ApiModel):
 
 class EquipmentReliability(ApiModel):
     equipment: Equipment
-    failures: int = Field(description="downtime records whose reason is a failure")
+    failures: int = Field(description="stops whose reason is a failure, starting in the window; a breakdown "
+                                      "still in progress included")
     operating_hours: float
-    failure_hours: float = Field(description="downtime hours of the failures")
+    failure_hours: float = Field(description="downtime hours of the failures, a breakdown in progress up to now")
     mtbf_hours: float | None = Field(description="operating hours / failures; null without failures")
-    mttr_hours: float | None = Field(description="failure hours / failures; null without failures")
+    mttr_hours: float | None = Field(description="mean time to restoration of the restored failures (a breakdown "
+                                                 "in progress is not in it); null without one")
+    open_failures: int = Field(description="failures still in progress (counted in failures, not in MTTR)")
+    open_failure_hours: float = Field(description="their repair time so far")
 
 
 class ReliabilityReport(ApiModel):
