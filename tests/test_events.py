@@ -513,6 +513,23 @@ async def test_bad_parameters_close_with_the_reason(conn: asyncpg.Connection, da
                 assert (got_code, words in reason) == (code, True), reason
 
 
+async def test_a_websocket_without_the_read_token_is_closed_with_1008_and_the_reason(
+        conn: asyncpg.Connection, database: Database) -> None:
+    """Accepted, then closed with 1008 and why, never a refused handshake: a browser sees a refused handshake
+    only as 1006, which the operator page cannot tell from a network drop."""
+    await live_task(conn, database.dsn)
+    token = "read-token-0123456789abcdef"
+    async with served(api_state(database.dsn, environ={"INGESTOR_API_READ_TOKEN": token})) as base:
+        for query, reason in (({}, "authentication required"), ({"access_token": "x" * 26}, "not allowed")):
+            async with client(ws_url(base, **query)) as socket:
+                assert await closed_with(socket) == (1008, reason)
+        async with client(ws_url(base, access_token=token)) as socket, \
+                client(ws_url(base), additional_headers={"Authorization": f"Bearer {token}"}) as bearer:
+            event = await emit(conn, "maintenance", None)
+            assert [e["id"] for e in await receive(socket, 1)] == [event]
+            assert [e["id"] for e in await receive(bearer, 1)] == [event]
+
+
 async def test_a_client_dropped_mid_stream_resumes_with_since_and_misses_nothing(
         conn: asyncpg.Connection, database: Database) -> None:
     """Two emitters commit 400 events concurrently while the client reads, loses its connection without a

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from fastapi import WebSocketException
+from fastapi import WebSocket, WebSocketException
 from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
@@ -120,12 +120,16 @@ def presented_token(request_headers: Mapping[str, str], query: Mapping[str, str]
     return None
 
 
-def _check(request: HTTPConnection, access: Access) -> None:
+async def _check(request: HTTPConnection, access: Access) -> None:
     tokens: Tokens = request.app.state.api.tokens
     token = presented_token(request.headers, request.query_params if request.scope["type"] == "websocket" else None)
     if tokens.grants(token, access):
         return
-    if request.scope["type"] == "websocket":  # refused before the handshake completes: 1008 policy violation
+    if isinstance(request, WebSocket):
+        # Accepted, then closed with 1008 policy violation and the reason: a browser sees a handshake refused
+        # with HTTP 403 only as 1006 "abnormal closure", and a page could not tell a wrong token from a
+        # network drop.  Nothing is sent before the close frame.
+        await request.accept()
         raise WebSocketException(code=1008, reason="authentication required" if token is None else "not allowed")
     if token is None:
         raise ApiProblem(401, "authentication required", f"send 'Authorization: Bearer <{access} token>'",
@@ -135,9 +139,9 @@ def _check(request: HTTPConnection, access: Access) -> None:
 
 async def require_read(request: HTTPConnection) -> None:
     """Dependency of every read endpoint."""
-    _check(request, "read")
+    await _check(request, "read")
 
 
 async def require_write(request: HTTPConnection) -> None:
     """Dependency of every endpoint that writes plant records."""
-    _check(request, "write")
+    await _check(request, "write")

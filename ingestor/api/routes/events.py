@@ -14,7 +14,8 @@ the close frame can say why:
 =====  ==========================================================================================
 code   why the server closes
 =====  ==========================================================================================
-1008   a parameter is wrong (unknown type or equipment, since not a number); the reason says which
+1008   a parameter is wrong (unknown type or equipment, since not a number), or the read token is missing or wrong
+       (auth.py: accepted, then closed, so a browser sees the code); the reason says which
 1013   too slow to keep up (its queue overflowed), or the database is unavailable: reconnect with since=
 4410   since= cannot be honoured whole (older than the events kept, or not an event of this database):
        reload what you show, then connect without since=
