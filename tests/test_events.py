@@ -14,6 +14,7 @@ import socket as socket_module
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -21,6 +22,8 @@ import httpx
 import pytest
 import websockets
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingestor.api.events import EventHub
 from ingestor.api.routes.events import EventPage
@@ -615,6 +618,59 @@ async def test_the_rest_listing_pages_through_the_same_envelopes(conn: asyncpg.C
         gone = await http.get("/api/events", params={"since": made[0]})
         assert gone.status_code == 410 and "deleted" in gone.json()["detail"]
         assert [e["id"] for e in (await http.get("/api/events", params={"since": 0})).json()["events"]] == made[2:]
+
+
+EVENT_PARAMETERS = ["since", "limit", "types", "equipment", "other"]
+EVENT_VALUES = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=60),
+    st.sampled_from(["downtime", "production,downtime", "quality_alert,maintenance", "M1", "M1,M2", "NOPE", "",
+                     ",", " , ", "\x00", "-1", "0", "1e309", "NaN", "9223372036854775808", "1000", "1001"]),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.lists(st.sampled_from(["downtime", "production", "gossip", "M1", "M2", "NOPE"]), min_size=1,
+             max_size=4).map(",".join),
+)
+EVENT_QUERIES = st.lists(st.tuples(st.sampled_from(EVENT_PARAMETERS), EVENT_VALUES), max_size=6)
+
+
+@pytest.fixture
+async def events_api(conn: asyncpg.Connection, database: Database) -> AsyncIterator[str]:
+    """The API served on the module's database with one event in it (hypothesis reuses it across examples)."""
+    _, ids = await live_task(conn, database.dsn)
+    await emit(conn, "downtime", ids["M1"], n=1)
+    async with served(api_state(database.dsn)) as base:
+        yield base
+
+
+FUZZ = settings(max_examples=60, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(query=EVENT_QUERIES)
+async def test_fuzzed_event_listing_parameters_never_make_a_5xx(events_api: str,
+                                                                 query: list[tuple[str, str]]) -> None:
+    """GET /api/events answers 200 or a problem document (400, 404, 410, 422), whatever the query."""
+    async with httpx.AsyncClient(base_url=events_api, timeout=20) as http:
+        response = await http.get("/api/events", params=query)
+    assert response.status_code in (200, 400, 404, 410, 422), (query, response.text)
+    if response.status_code != 200:
+        assert response.headers["content-type"] == "application/problem+json", (query, response.text)
+
+
+@FUZZ
+@given(query=EVENT_QUERIES)
+async def test_fuzzed_websocket_parameters_stream_or_close_with_a_documented_code(
+        events_api: str, query: list[tuple[str, str]]) -> None:
+    """The WebSocket streams, or closes with 1008 or 4410 and a reason; never 1011 (an internal error)."""
+    url = events_api.replace("http://", "ws://") + "/api/events?" + urlencode(query)
+    async with client(url) as socket:
+        try:
+            await asyncio.wait_for(socket.recv(), 0.2)  # a replay, a close, or nothing yet
+        except TimeoutError:
+            return
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code in (1008, 4410), (query, closed.rcvd)
+            assert closed.rcvd.reason, query
 
 
 async def test_the_hub_survives_a_database_restart_and_backfills(tmp_path: Any) -> None:
