@@ -2,7 +2,8 @@
 
 Subscribed and polled readings with their values, units and source timestamps; quality handling; deadbands;
 browse paths and namespace URIs; SignAndEncrypt with certificates, a wrong or untrusted server certificate,
-a client certificate the server does not trust, user names and passwords from the environment; the server
+a client certificate the server does not trust (also as node-opcua refuses it, with a ServiceFault to
+OpenSecureChannel), user names and passwords from the environment; the server
 restarting mid-stream and a network drop without a FIN; 1,000 monitored items in one subscription;
 backpressure; trace replay; ``ingestor discover opcua``; and the example configuration ingesting the
 simulator end to end into both database servers.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -26,13 +28,21 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from asyncua import ua
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from connectors.opcua import OpcUaConfig
 from connectors.opcua.browse import Discovery, FoundVariable, render
 from connectors.opcua.connector import OpcUaConnector
-from connectors.opcua.security import OpcUaSetupError, ServerCertificateRejected, ensure_client_certificate
+from connectors.opcua.security import (
+    OpcUaSetupError,
+    ServerCertificateRejected,
+    ensure_client_certificate,
+    fetch_server_certificate,
+    fingerprint,
+    load_certificate_file,
+)
 from ingestor import cli
 from ingestor.config import ConfigError, load_config
 from ingestor.contract import ConnectionLost, Quality, Reading, now_us
@@ -43,6 +53,7 @@ from tests.helpers import build_connector
 
 from .conftest import REPO, Database
 from .helpers import free_port, wait_until
+from .node_peers import NodeOpcUaServer
 from .test_conformance import Collector
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -311,6 +322,10 @@ async def test_browse_paths_namespace_uris_and_missing_nodes(simulator: OpcUaSim
 # --- security ----------------------------------------------------------------------------------------------
 
 def secure(sim: OpcUaSimulator, pki: Path, **security: Any) -> dict[str, Any]:
+    return secure_options(pki, **security)
+
+
+def secure_options(pki: Path, **security: Any) -> dict[str, Any]:
     return {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "pki_dir": str(pki), **security}
 
 
@@ -419,8 +434,38 @@ async def test_client_certificate_trust_and_credentials_from_the_environment(
         monkeypatch.setenv("TEST_OPCUA_PASSWORD", "s3cret")
         error = await connect_error(config("stranger", **credentials))  # a new certificate the server never saw
         assert isinstance(error, OpcUaSetupError)
+        stranger = pki / "own" / "stranger.der"
         assert str(error).endswith(f"BadCertificateUntrusted; the server must trust our certificate "
-                                   f"{pki / 'own' / 'stranger.der'}")
+                                   f"{stranger} (SHA-256 {fingerprint(load_certificate_file(stranger))})")
+
+
+@module_loop
+async def test_a_server_that_refuses_our_certificate_with_a_service_fault_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """node-opcua answers OpenSecureChannel from an untrusted client with a ServiceFault
+    (BadSecurityChecksFailed), which asyncua cannot parse as the response it expects: the connector must
+    still say what to do, with our certificate's path and fingerprint, and asyncua must not log a traceback
+    on every retry."""
+    async with NodeOpcUaServer(tmp_path / "server-pki", secure=True) as server:
+        pinned = tmp_path / "node-opcua.der"
+        certificate = await fetch_server_certificate(server.endpoint, "Basic256Sha256", "SignAndEncrypt", 10)
+        pinned.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+        config = make_config(server.endpoint, [fast([{"node": "i=2258", "equipment": "PRESS-01",
+                                                      "parameter": "clock"}])],
+                             name="untrusted", timeout="5s",
+                             security=secure_options(tmp_path / "client-pki", server_certificate=str(pinned)))
+        ours = tmp_path / "client-pki" / "own" / "untrusted.der"
+        caplog.clear()
+        for _ in range(2):  # a retry must be as quiet as the first attempt
+            error = await connect_error(config)
+            assert isinstance(error, OpcUaSetupError), repr(error)
+            assert str(error).endswith(
+                f"BadSecurityChecksFailed; the server must trust our certificate {ours} "
+                f"(SHA-256 {fingerprint(load_certificate_file(ours))})"), str(error)
+        tracebacks = [r for r in caplog.records if r.name.startswith("asyncua") and r.exc_info]
+        assert not tracebacks, [r.getMessage() for r in tracebacks]
+        errors = [r for r in caplog.records if r.name.startswith("asyncua") and r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
 
 
 # --- links that break --------------------------------------------------------------------------------------

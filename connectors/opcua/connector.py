@@ -50,11 +50,12 @@ from asyncua.common.subscription import Subscription
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from prometheus_client import Counter, Gauge
 
 from connectors.opcua.config import Deadband, OpcUaConfig, OpcUaTag, TagGroup, parse_browse_path
-from connectors.opcua.security import OpcUaSetupError, configure_security
+from connectors.opcua.security import OpcUaSetupError, configure_security, fingerprint, load_certificate_file
 from connectors.polling import Poller, PollSchedule
 from ingestor.contract import (
     ConnectionLost,
@@ -93,7 +94,8 @@ class _ExpectedLibraryNoise(logging.Filter):
                 "close_session was called but connection is closed",
                 "close_session but connection wasn't established",
                 "Received data for unknown subscription",
-                "ServiceFault (")
+                "ServiceFault (",
+                "Got error status from server")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if logging.getLogger("connectors").isEnabledFor(logging.DEBUG):
@@ -109,6 +111,44 @@ class _ExpectedLibraryNoise(logging.Filter):
 for _logger_name in ("asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol",
                      "asyncua.client.ua_session.UaSession"):
     logging.getLogger(_logger_name).addFilter(_ExpectedLibraryNoise())
+
+def _read_faults_to_open_secure_channel(client: Any) -> None:
+    """Make asyncua raise a ServiceFault that answers OpenSecureChannel as its status code.
+
+    A server that refuses our certificate may answer OpenSecureChannel with a ServiceFault (node-opcua sends
+    ``BadSecurityChecksFailed``, as the specification suggests, so as not to tell an attacker why).  asyncua
+    2.1 expects only an OpenSecureChannelResponse there: it hands the fault to the waiting request as if it
+    were the response, logs a parse traceback, and ``connect()`` fails with an empty ``AssertionError``.
+    Each protocol this client creates gets its message handler wrapped: a fault to OpenSecureChannel (an
+    asymmetrically secured message) is raised as :class:`UaStatusCodeError`, which asyncua's own receive loop
+    hands to the waiting request (``_fail_all_pending``) before it closes the socket.  This leans on two
+    private names of asyncua (``UaClient._make_protocol``, ``UASocketProtocol._process_received_message``);
+    ``tests/test_opcua.py`` runs it against node-opcua, so an asyncua upgrade that moves them is noticed.
+    A client without them (a unit test's fake) is left as it is."""
+    uaclient: Any = getattr(client, "uaclient", None)
+    make_protocol = getattr(uaclient, "_make_protocol", None)
+    if make_protocol is None:
+        return
+
+    def protocol_reading_faults() -> Any:
+        protocol = make_protocol()
+        process = protocol._process_received_message
+
+        def received(message: Any) -> None:
+            if type(message) is ua.Message:
+                secured: Any = message
+                if isinstance(secured.SecurityHeader(), ua.AsymmetricAlgorithmHeader):
+                    body = secured.body()
+                    kind = nodeid_from_binary(body)
+                    if kind.NamespaceIndex == 0 and kind.Identifier == ObjectIds.ServiceFault_Encoding_DefaultBinary:
+                        header = struct_from_binary(ua.ResponseHeader, body)
+                        raise UaStatusCodeError(header.ServiceResult.value)  # type: ignore[no-untyped-call]
+            process(message)
+
+        protocol._process_received_message = received
+        return protocol
+
+    uaclient._make_protocol = protocol_reading_faults
 
 DELIVERY_CHUNK = 1000
 """Most readings handed to the pipeline in one ``put``."""
@@ -247,6 +287,7 @@ class OpcUaConnector:
         client.name = client.description = f"ingestor {config.name}"
         client.product_uri = "urn:ingestor"
         client.application_uri = config.security.default_application_uri()
+        _read_faults_to_open_secure_channel(client)
         self._client = client
         self._username = username
         with self._translated_errors():
@@ -270,14 +311,21 @@ class OpcUaConnector:
                 who = f"user {self._username!r}" if self._username is not None else "anonymous access"
                 hint = ""
                 if config.security.enabled and exc.code in CERTIFICATE_REFUSED:
-                    hint = (f"; the server must trust our certificate "
-                            f"{config.security.certificate_paths(config.name)[0]}")
+                    hint = f"; the server must trust our certificate {self._our_certificate()}"
                 raise OpcUaSetupError(f"{config.endpoint} refused the session ({who}, security "
                                       f"{config.security.policy}/{config.security.effective_mode}): "
                                       f"{ua.StatusCode(ua.UInt32(exc.code)).name}{hint}") from exc
             raise ConnectionLost(f"{config.endpoint}: {ua.StatusCode(ua.UInt32(exc.code)).name}") from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectionLost(f"cannot reach {config.endpoint}: {exc or type(exc).__name__}") from exc
+
+    def _our_certificate(self) -> str:
+        """Our certificate's path and fingerprint, for the operator who must trust it on the server."""
+        path = self.config.security.certificate_paths(self.config.name)[0]
+        try:
+            return f"{path} (SHA-256 {fingerprint(load_certificate_file(path))})"
+        except (OSError, ValueError):
+            return str(path)
 
     def _credentials(self) -> tuple[str | None, str | None]:
         found: list[str | None] = []
