@@ -1,11 +1,17 @@
 """The daemon while its database is down, against a private PostgreSQL server that the tests stop and start.
 
+- a shutdown during the outage exits promptly (the spool is durable; waiting out ``shutdown_timeout`` gains
+  nothing) and says how many readings wait in the spool; the next start writes them;
+- after a long outage the writer is back within seconds of the database, not after a back-off of half a minute;
+- a shutdown during the outage exits promptly (the spool is durable; waiting out ``shutdown_timeout`` gains
+  nothing) and says how many readings wait in the spool; the next start writes them;
 - the derivation says once that the database is unavailable (no traceback per attempt), and carries on after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from ingestor.config import IngestorConfig
+from ingestor.daemon.runtime import Daemon
 from ingestor.database.dimensions import sync_dimensions
 from ingestor.database.schema import apply_schema
 from ingestor.derive.task import DerivationTask
@@ -104,6 +111,74 @@ async def _count(dsn: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM fact_sensor_event"))
     finally:
         await conn.close()
+
+
+async def test_a_shutdown_during_an_outage_exits_promptly_and_the_next_start_writes_the_spool(
+        server: PrivatePostgres, database: str, tmp_path: Path) -> None:
+    config = daemon_config("shutdown", database, tmp_path / "spool")
+    daemon = Daemon(config, url=database)
+    serving = asyncio.create_task(daemon.serve())
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.written > 0), 30, "the first commit")
+        await asyncio.to_thread(server.stop, "immediate")
+        await async_wait_until(lambda: asyncio.sleep(0, not daemon.writer.connected and daemon.writer.failures >= 2),
+                               20, "the writer to find the database down")
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.spool.spool.readings > 0), 10, "readings spooled")
+        structlog.reset_defaults()
+        with capture_logs() as logs:
+            started = time.monotonic()
+            daemon.stop()
+            assert await asyncio.wait_for(serving, 60) == 0
+            took = time.monotonic() - started
+    finally:
+        if not serving.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    print(f"shutdown during the outage took {took:.2f} s (shutdown_timeout 30 s)")
+    assert took < 5.0, f"the shutdown waited {took:.1f} s for a database that is down"
+    stopped = next(e for e in logs if e["event"] == "ingestor stopped")
+    waiting = stopped["readings_left_in_spool"]
+    assert waiting > 0
+    said = [e for e in logs if e.get("readings_in_spool") == waiting and e["log_level"] == "warning"]
+    assert said and "next start" in said[0]["event"], [e["event"] for e in logs]
+    assert not [e for e in logs if e["event"].startswith("the database did not take the whole spool")]
+
+    await asyncio.to_thread(server.start)
+    again = Daemon(daemon_config("shutdown", database, tmp_path / "spool"), url=database)
+    again.supervisors = []  # no new readings: only what waited in the spool
+    serving = asyncio.create_task(again.serve())
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, again.spool.spool.readings == 0), 30, "the spool to drain")
+        again.stop()
+        assert await asyncio.wait_for(serving, 30) == 0
+    finally:
+        if not serving.done():
+            serving.cancel()
+    assert again.writer.written == waiting
+    assert await _count(database) == daemon.writer.written + waiting
+
+
+async def test_a_shutdown_with_an_empty_spool_during_an_outage_is_prompt(
+        server: PrivatePostgres, database: str, tmp_path: Path) -> None:
+    config = daemon_config("empty", database, tmp_path / "spool")
+    daemon = Daemon(config, url=database)
+    daemon.supervisors = []  # nothing to write at all
+    serving = asyncio.create_task(daemon.serve())
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.connected), 30, "the writer to connect")
+        await asyncio.to_thread(server.stop, "immediate")
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.failures >= 2), 20,
+                               "the writer to find the database down")
+        started = time.monotonic()
+        daemon.stop()
+        assert await asyncio.wait_for(serving, 60) == 0
+        took = time.monotonic() - started
+    finally:
+        if not serving.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    print(f"shutdown with an empty spool during the outage took {took:.2f} s")
+    assert took < 5.0
 
 
 async def test_the_derivation_says_once_that_the_database_is_down_and_carries_on_after(
