@@ -3,8 +3,6 @@
 - a shutdown during the outage exits promptly (the spool is durable; waiting out ``shutdown_timeout`` gains
   nothing) and says how many readings wait in the spool; the next start writes them;
 - after a long outage the writer is back within seconds of the database, not after a back-off of half a minute;
-- a shutdown during the outage exits promptly (the spool is durable; waiting out ``shutdown_timeout`` gains
-  nothing) and says how many readings wait in the spool; the next start writes them;
 - the derivation says once that the database is unavailable (no traceback per attempt), and carries on after.
 """
 
@@ -179,6 +177,33 @@ async def test_a_shutdown_with_an_empty_spool_during_an_outage_is_prompt(
             await asyncio.gather(serving, return_exceptions=True)
     print(f"shutdown with an empty spool during the outage took {took:.2f} s")
     assert took < 5.0
+
+
+async def test_the_writer_is_back_within_seconds_of_the_database_after_a_long_outage(
+        server: PrivatePostgres, database: str, tmp_path: Path) -> None:
+    config = daemon_config("recovery", database, tmp_path / "spool")  # the default database.reconnect
+    daemon = Daemon(config, url=database)
+    serving = asyncio.create_task(daemon.serve())
+    try:
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.written > 0), 30, "the first commit")
+        await asyncio.to_thread(server.stop, "immediate")
+        # six failed attempts: the back-off has grown for half a minute of outage by then
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.failures >= 6), 60, "a long outage")
+        await asyncio.to_thread(server.start)
+        back = time.monotonic()
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.connected), 60, "the writer to reconnect")
+        took = time.monotonic() - back
+        print(f"the writer reconnected {took:.2f} s after the database was back")
+        assert took < 8.0, f"the writer waited {took:.1f} s after the database was back"
+        spooled = daemon.spool.spool.readings
+        await async_wait_until(lambda: asyncio.sleep(0, daemon.spool.spool.readings < max(spooled, 200)), 30,
+                               "the backlog to drain")
+        daemon.stop()
+        assert await asyncio.wait_for(serving, 60) == 0
+    finally:
+        if not serving.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
 
 
 async def test_the_derivation_says_once_that_the_database_is_down_and_carries_on_after(

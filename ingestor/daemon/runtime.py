@@ -9,8 +9,9 @@ refresher, the derivation of production and downtime facts (with the data-qualit
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
 exits 0.  When the database is down at that moment (the writer's last attempt to connect failed), the writer
-stops at once and says how many readings wait in the spool: it is durable, and waiting gains nothing.  A second signal exits at once; the spool is consistent at any instant, so even then nothing
-acknowledged is lost.
+stops at once and says how many readings wait in the spool: it is durable, and waiting gains nothing.  A
+second signal exits at once; the spool is consistent at any instant, so even then nothing acknowledged is
+lost.
 """
 
 from __future__ import annotations

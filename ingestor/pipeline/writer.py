@@ -60,7 +60,7 @@ class SpoolWriter:
         self.instance_id = instance_id
         self._prepare = prepare
         self._connect_timeout = connect_timeout
-        self._retry = retry or ReconnectConfig(initial=0.5, max=30.0)
+        self._retry = retry or ReconnectConfig(initial=0.5, max=5.0)
         self._on_connected = on_connected
         self._on_committed = on_committed
         self._conn: asyncpg.Connection | None = None
