@@ -68,6 +68,9 @@ from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)
 
+_OUTAGE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
+"""The database is unreachable or the connection is gone: wait and reconnect."""
+
 EVENTS_EMITTED = Counter("ingestor_live_events_total", "Live events emitted into api_event", ["type"])
 LATE_STATE_READINGS = Counter(
     "ingestor_live_late_state_readings_total",
@@ -270,7 +273,7 @@ class LiveEvents:
                         await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                     except TimeoutError:
                         pass
-                except (*CONNECTION_ERRORS, DatabaseUnavailable) as exc:  # an outage: one line, not a traceback
+                except _OUTAGE as exc:  # an outage: one line, not a traceback
                     problems.failed("database", "live events wait for the database", error=str(exc))
                     if conn is not None:
                         conn.terminate()

@@ -39,6 +39,9 @@ from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)
 
+_OUTAGE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
+"""The database is unreachable or the connection is gone: wait and reconnect, nothing is wrong with the data."""
+
 DERIVE_RUNS = Counter("ingestor_derive_runs_total", "Derivation runs of production and downtime facts", ["result"])
 DERIVE_SECONDS = Histogram(
     "ingestor_derive_seconds", "Time of one derivation run", buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0))
@@ -171,7 +174,7 @@ class DerivationTask:
                         continue
                     due = min(t for t, every in ((next_derive, derive_every), (next_check, check_every)) if every > 0)
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                except (*CONNECTION_ERRORS, DatabaseUnavailable) as exc:
+                except _OUTAGE as exc:
                     # an outage, not a bug: one line when it starts (the writer reports it as an error), a
                     # "still" line now and then, one when it is over; retried with the database's backoff
                     self.failures += 1
