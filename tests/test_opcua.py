@@ -319,6 +319,55 @@ async def test_browse_paths_namespace_uris_and_missing_nodes(simulator: OpcUaSim
         assert metric("ingestor_opcua_tags_unavailable", connector="addresses") == 3
 
 
+@module_loop
+async def test_values_that_did_not_change_are_not_stored_again_after_a_reconnect_or_a_restart(
+        simulator: OpcUaSimulator, tmp_path: Path) -> None:
+    """A new subscription delivers every item's current value, with its old source timestamp, whether it
+    changed or not.  After a reconnect (same connector) and after a restart (a new connector, as the next
+    daemon builds it, with the state it left behind), a value stored already is not stored again."""
+    await simulator.write("PRESS-02", "temperature", 21.5)
+    await simulator.write("PRESS-02", "vibration", 1.0)
+    config = make_config(simulator.endpoint, [fast([tag("PRESS-02", "temperature"), tag("PRESS-02", "vibration")])],
+                         name="no-repeats")
+    state = tmp_path / "state"
+    sink = Collector()
+    skipped = metric("ingestor_opcua_values_skipped_total", connector="no-repeats", reason="not_newer")
+
+    async def session(connector: OpcUaConnector, marker: float) -> None:
+        """One connect … close; the marker is a new vibration value written once the session runs, so the
+        first notifications (where a repeat would come) have arrived when it has."""
+        await connector.connect()
+        task = asyncio.create_task(connector.run(sink))
+        try:
+            await wait_for(lambda: any(r.parameter == "temperature" for r in sink.readings) and
+                           any(r.parameter == "vibration" for r in sink.readings), "the first values")
+            await simulator.write("PRESS-02", "vibration", marker)
+            await wait_for(lambda: any(r.value == marker for r in sink.readings), f"the marker {marker}")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await connector.close()
+
+    first = build_connector(config, state_dir=state)
+    assert isinstance(first, OpcUaConnector)
+    await session(first, 2.0)
+    await session(first, 3.0)                       # a reconnect: the runtime calls close, then connect
+    restarted = build_connector(config, state_dir=state)
+    assert isinstance(restarted, OpcUaConnector)
+    await session(restarted, 4.0)                   # a restart: a new connector with the state left behind
+    temperatures = values(sink, "PRESS-02", "temperature")
+    assert [(r.value, r.timestamp_us) for r in temperatures] == [(21.5, temperatures[0].timestamp_us)], (
+        "the unchanged temperature was stored again")
+    assert [r.value for r in values(sink, "PRESS-02", "vibration")] == [1.0, 2.0, 3.0, 4.0]
+    assert metric("ingestor_opcua_values_skipped_total", connector="no-repeats", reason="not_newer") - skipped == 4
+
+    await simulator.write("PRESS-02", "temperature", 22.0)  # a real change after all that is stored
+    fresh = build_connector(config, state_dir=state)
+    assert isinstance(fresh, OpcUaConnector)
+    await session(fresh, 5.0)
+    assert [r.value for r in values(sink, "PRESS-02", "temperature")] == [21.5, 22.0]
+
+
 # --- security ----------------------------------------------------------------------------------------------
 
 def secure(sim: OpcUaSimulator, pki: Path, **security: Any) -> dict[str, Any]:

@@ -4,7 +4,10 @@
 ids, ``nsu=`` namespace URIs, browse paths), creates one subscription per ``subscribe`` group with its
 monitored items, and prepares the ``poll`` groups.  Subscriptions are created anew on every connect: the
 runtime reconnects by calling ``close`` then ``connect`` again, so a restarted server gets fresh
-subscriptions without any state carried over.
+subscriptions.  The one thing carried over, even across restarts, is each tag's newest source timestamp
+stored (:mod:`connectors.opcua.stored`): a new subscription reports every current value again with its old
+timestamp, and such a value is skipped (``ingestor_opcua_values_skipped_total{reason="not_newer"}``) rather
+than stored twice.
 
 **Notifications to readings.**  asyncua runs one publish loop per session and hands each publish response
 to the subscription's ``publish_callback``.  Ours builds the readings right there (no per-notification task,
@@ -41,6 +44,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
@@ -56,6 +60,7 @@ from prometheus_client import Counter, Gauge
 
 from connectors.opcua.config import Deadband, OpcUaConfig, OpcUaTag, TagGroup, parse_browse_path
 from connectors.opcua.security import OpcUaSetupError, configure_security, fingerprint, load_certificate_file
+from connectors.opcua.stored import AcknowledgedSink, Order, StoredTimestamps
 from connectors.polling import Poller, PollSchedule
 from ingestor.contract import (
     ConnectionLost,
@@ -244,7 +249,8 @@ class _GroupSubscription(Subscription):
 class OpcUaConnector:
     """One OPC UA server: connect, subscribe and poll, stream readings until the link breaks."""
 
-    def __init__(self, config: OpcUaConfig, client_factory: Callable[..., Client] | None = None) -> None:
+    def __init__(self, config: OpcUaConfig, client_factory: Callable[..., Client] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.name = config.name
         self.config = config
         self._client_factory = client_factory or Client
@@ -256,6 +262,8 @@ class OpcUaConnector:
         self._ready = asyncio.Event()
         self._lost: str | None = None
         self._problems = ProblemLog(log)
+        self._stored = StoredTimestamps(config.name, state_dir,
+                                        ((tag.equipment, tag.parameter) for *_, tag in config.tags()))
         self._username: str | None = None
         self.unavailable: list[str] = []
         """Tags that could not be resolved or monitored at the last connect (labels with the reason)."""
@@ -483,6 +491,10 @@ class OpcUaConnector:
             reading = self._reading(tag, item.Value, received_us)
             if reading is None:
                 continue
+            order = self._stored.order(reading)
+            if order is not Order.NEWER:  # a new subscription's first report of a value stored already
+                self._not_newer(tag, reading, order)
+                continue
             if room <= 0:
                 SKIPPED.labels(self.name, "buffer_full").inc()
                 self._problems.failed("buffer_full", "the pipeline is full and so is the OPC UA buffer; "
@@ -490,9 +502,18 @@ class OpcUaConnector:
                                       buffer_size=self.config.buffer_size)
                 continue
             pending.append(reading)
+            self._stored.handed(reading)
             room -= 1
         if pending:
             self._ready.set()
+
+    def _not_newer(self, tag: _Tag, reading: Reading, order: Order) -> None:
+        """Count a value skipped for its timestamp; one older than the last one stored is worth a warning."""
+        SKIPPED.labels(self.name, "not_newer").inc()
+        if order is Order.OLDER:
+            self._problems.failed("older", "OPC UA value older than the last one stored for its tag; skipped "
+                                  "(has the server's clock gone back?)", connector=self.name, tag=tag.label,
+                                  timestamp_us=reading.timestamp_us)
 
     def on_status_change(self, group: str, status: ua.StatusCode) -> None:
         if status.is_good():
@@ -543,9 +564,10 @@ class OpcUaConnector:
             raise ConnectionLost("not connected")
         schedules = [PollSchedule(g.name, g.interval, g.timeout) for g in self.config.groups
                      if g.mode == "poll" and self._polled.get(g.name)]
-        jobs = [self._deliver(sink), self._watch(self._client)]
+        jobs = [self._deliver(sink), self._watch(self._client), self._stored.keep()]
         if schedules:
-            jobs.append(Poller(self.name, schedules, self._poll_group, sink, on_error=self._poll_failed).run())
+            jobs.append(Poller(self.name, schedules, self._poll_group, AcknowledgedSink(sink, self._stored),
+                               on_error=self._poll_failed).run())
         # asyncio.wait rather than a TaskGroup: on Python 3.11 a TaskGroup whose child fails while the parent
         # is being cancelled raises the child's error and loses the cancellation, so a daemon shutting down
         # during a server restart would keep reconnecting.
@@ -569,7 +591,8 @@ class OpcUaConnector:
             self._ready.clear()
             pending, self._pending = self._pending, []
             for start in range(0, len(pending), DELIVERY_CHUNK):
-                await sink.put(pending[start:start + DELIVERY_CHUNK])
+                chunk = pending[start:start + DELIVERY_CHUNK]
+                await sink.put(chunk, self._stored.on_durable(chunk))
             if self._lost is not None and not self._pending:
                 raise ConnectionLost(self._lost)
 
@@ -618,6 +641,12 @@ class OpcUaConnector:
                 if tag.last == key:
                     continue  # the same sample as last time: the source has not changed it
                 tag.last = key
+                order = self._stored.order(reading)
+                if order is not Order.NEWER:  # read again after a reconnect or a restart: stored already
+                    if order is Order.OLDER:
+                        self._not_newer(tag, reading, order)
+                    continue
+                self._stored.handed(reading)
                 readings.append(reading)
         self._problems.recovered(f"poll.{group}", "polled read recovered", connector=self.name, group=group)
         return readings

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 from contextlib import AsyncExitStack
@@ -70,8 +71,12 @@ class Daemon:
         # can refuse an unknown code at the source, counted, instead of passing it down to be dead-lettered.
         context = BuildContext(known_equipment=frozenset(e.code for *_, e in config.plant.equipment()),
                                known_units=frozenset(u.code for u in config.plant.units))
+        # Each connector's state directory sits in the spool directory: what a connector remembers (the OPC UA
+        # connector's last stored timestamp per tag) describes readings in that spool and goes with it.
         self.supervisors = [
-            ConnectorSupervisor(create_connector(c, context), self.queue.sink_for(c.name), c.reconnect)
+            ConnectorSupervisor(
+                create_connector(c, dataclasses.replace(context, state_dir=pipeline.spool_dir / "connectors" / c.name)),
+                self.queue.sink_for(c.name), c.reconnect)
             for c in config.enabled_connectors()
         ]
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
