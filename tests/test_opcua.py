@@ -640,6 +640,47 @@ async def test_a_subscription_status_change_ends_run_with_connection_lost(simula
         await connector.close()
 
 
+class ClosesOnCloseSession(Blackhole):
+    """A relay that cuts both connections when the client sends CloseSession: a server that shuts down while
+    the client is closing its session (the OPC UA example test met this when the daemon and the simulator were
+    stopped together)."""
+
+    CLOSE_SESSION = b"\x01\x00\xd9\x01"  # the CloseSessionRequest's binary encoding id (473), unsecured
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, watch: bool) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    if watch and self.CLOSE_SESSION in data:
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+
+@module_loop
+async def test_a_server_that_closes_the_connection_while_we_close_the_session_is_no_error(
+        simulator: OpcUaSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    relay = ClosesOnCloseSession(simulator.options.port)
+    await relay.start()
+    config = make_config(f"opc.tcp://127.0.0.1:{relay.port}", [fast([tag("PRESS-01", "current")])],
+                         name="closing")
+    try:
+        caplog.clear()
+        async with running(config) as (_, sink):
+            await wait_for(lambda: sink.readings, "a reading")
+        loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not loud, [(r.name, r.getMessage()) for r in loud]
+    finally:
+        await relay.close()
+
+
 @module_loop
 async def test_a_cancel_that_meets_a_lost_link_still_cancels(simulator: OpcUaSimulator) -> None:
     """A daemon shutting down while the server restarts must stop, not reconnect (a TaskGroup on Python 3.11

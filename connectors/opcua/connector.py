@@ -90,9 +90,10 @@ TAGS_UNAVAILABLE = Gauge(
 
 class _ExpectedLibraryNoise(logging.Filter):
     """asyncua logs, as warnings and errors, what is expected whenever a link drops and the runtime closes the
-    client: closing a session whose socket is gone, its publish loop failing on the closed socket, a
-    keep-alive that overtakes the answer creating its subscription, and every service fault (which is also
-    raised to us, and reported by us with what to do).  The supervisor already reports a failure once; these
+    client: closing a session whose socket is gone (or that the server closes while we close the session: an
+    error with a traceback, "close_session raised during disconnect"), its publish loop failing on the closed
+    socket, a keep-alive that overtakes the answer creating its subscription, and every service fault (which
+    is also raised to us, and reported by us with what to do).  The supervisor already reports a failure once; these
     would repeat it on every reconnect attempt, so they are shown only when the connectors log at debug."""
 
     EXPECTED = ("close_secure_channel was called but connection is closed",
@@ -108,13 +109,17 @@ class _ExpectedLibraryNoise(logging.Filter):
         message = str(record.msg)
         if message.startswith(self.EXPECTED):
             return False
-        if message.startswith("Publish iteration crashed") and record.exc_info:
+        if message.startswith(self.LINK_GONE) and record.exc_info:
             return not isinstance(record.exc_info[1], ConnectionError | OSError | TimeoutError)
         return True
 
+    LINK_GONE = ("Publish iteration crashed", "close_session raised during disconnect",
+                 "close_secure_channel raised during disconnect")
+    """Logged with the exception: expected only when that exception is the link being gone."""
 
-for _logger_name in ("asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol",
-                     "asyncua.client.ua_session.UaSession"):
+
+for _logger_name in ("asyncua.client.client", "asyncua.client.ua_client.UaClient",
+                     "asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_session.UaSession"):
     logging.getLogger(_logger_name).addFilter(_ExpectedLibraryNoise())
 
 def _read_faults_to_open_secure_channel(client: Any) -> None:
