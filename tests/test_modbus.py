@@ -255,7 +255,8 @@ async def test_readings_match_the_machine_model_and_each_table_is_read_in_one_re
     async with Running(config) as run:
         await wait_for(lambda: len(run.values("current")) >= 5, 10, "five polls")
         simulator.reset_counts()
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: simulator.request_count(3) >= 5 and simulator.request_count(4) >= 5, 10,
+                       "five more polls")
         polls = run.status("press-01")["reads_per_poll"]
         machine = simulator.machine_units[1].values()
     assert polls == {"default": 2}
