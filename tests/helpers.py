@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ingestor.config.registry import create_connector
@@ -57,9 +58,12 @@ async def async_wait_until(condition: Callable[[], Awaitable[T]], timeout: float
 
 
 def build_connector(config: ConnectorConfig, *, known_equipment: Collection[str] | None = None,
-                    known_units: Collection[str] | None = None, **clients: Any) -> Connector:
+                    known_units: Collection[str] | None = None, state_dir: Path | None = None,
+                    **clients: Any) -> Connector:
     """The connector of a validated configuration, built through the registry as the daemon builds it;
+    ``state_dir`` is where it keeps what must survive a restart (the daemon's is in the spool directory);
     ``clients`` are protocol-client factories (``mqtt_client=…``) for the few tests that need a fake."""
     return create_connector(config, BuildContext(
         known_equipment=frozenset(known_equipment) if known_equipment is not None else None,
-        known_units=frozenset(known_units) if known_units is not None else None, clients=clients))
+        known_units=frozenset(known_units) if known_units is not None else None, state_dir=state_dir,
+        clients=clients))

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 import connectors.modbus.connector as modbus_connector
 from connectors.modbus import ModbusConfig
@@ -253,7 +255,8 @@ async def test_readings_match_the_machine_model_and_each_table_is_read_in_one_re
     async with Running(config) as run:
         await wait_for(lambda: len(run.values("current")) >= 5, 10, "five polls")
         simulator.reset_counts()
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: simulator.request_count(3) >= 5 and simulator.request_count(4) >= 5, 10,
+                       "five more polls")
         polls = run.status("press-01")["reads_per_poll"]
         machine = simulator.machine_units[1].values()
     assert polls == {"default": 2}
@@ -384,6 +387,44 @@ async def test_a_silent_device_times_out_without_stopping_the_other_device_on_th
     assert press["up"] and press["last_success"] is not None
     assert metric("ingestor_modbus_errors_total", connector="silent-link", device="silent", reason="timeout") >= 3
     assert metric("ingestor_connector_connects_total", connector="silent-link") == 1
+
+
+async def test_a_device_that_accepts_then_drops_is_retried_with_a_growing_backoff_and_still_failing() -> None:
+    """A Modbus device at its connection limit accepts the TCP connection and closes it at once.  Each of
+    those connects succeeds, but the link is not healthy: the back-off must keep growing (it used to restart
+    at ``initial`` on every connect: 10 connects in 2 s), the failures must keep counting, and a long run of
+    them must be reported as "still failing" at warning level, never as "recovered"."""
+    accepted = 0
+
+    async def at_its_limit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    peer = await asyncio.start_server(at_its_limit, "127.0.0.1", 0)
+    port = peer.sockets[0].getsockname()[1]
+    config = modbus_config(port, [{"unit_id": 1, "name": "press-01", "tags": machine_tags()}], name="at-limit",
+                           reconnect={"initial": "100ms", "max": "800ms", "jitter": 0, "healthy_after": "5s"})
+    supervisor = ConnectorSupervisor(build_connector(config), Collector(), config.reconnect, still_every=1.0)
+    structlog.reset_defaults()
+    with capture_logs() as logs:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            await wait_for(lambda: supervisor.failures >= 6, 20, "six failed links")
+            await wait_for(lambda: any(e["event"] == "connector still failing" for e in logs), 10,
+                           "a still-failing warning")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            peer.close()
+    failed = [e for e in logs if e["event"] in ("connector failed; reconnecting", "connector still failing")]
+    assert [e["retry_in_s"] for e in failed[:6]] == [0.1, 0.2, 0.4, 0.8, 0.8, 0.8]
+    assert {e["log_level"] for e in failed[1:]} <= {"debug", "warning"} and failed[0]["log_level"] == "error"
+    assert [e["attempt"] for e in failed] == list(range(1, len(failed) + 1))
+    still = next(e for e in failed if e["event"] == "connector still failing")
+    assert still["log_level"] == "warning" and still["attempt"] >= 2 and "was closed" in still["error"]
+    assert not [e for e in logs if e["event"] == "connector recovered"]
+    assert accepted == len(failed) or accepted == len(failed) + 1
 
 
 async def test_a_link_on_which_nothing_answers_is_closed_and_reconnected(simulator: ModbusSimulator) -> None:

@@ -112,7 +112,7 @@ class Sink:
 def mqtt_config(prefix: str, **fields: Any) -> MqttConfig:
     settings_: dict[str, Any] = {
         "type": "mqtt", "name": "test-mqtt", "client_id": unique("test-sub"), "keepalive": "5s",
-        "connect_timeout": "3s", "session_expiry": "5m", "reconnect": {"initial": "200ms", "max": "1s"},
+        "connect_timeout": "3s", "session_expiry": "5m", "reconnect": {"initial": "200ms", "max": "1s", "healthy_after": "1s"},
         "subscriptions": [{"topic": prefix + "/{equipment}/{parameter}", "qos": 1}],
     }
     settings_.update(fields)
@@ -241,8 +241,15 @@ async def test_backpressure_holds_messages_at_the_broker_and_keeps_the_link_aliv
     sink = Sink()
     sink.gate = asyncio.Event()           # the pipeline is "full": put waits
     async with supervised(config, sink) as (connector, supervisor):
+        pongs: list[float] = []            # the broker's answers to paho's keepalive pings
+        connector._client.on_log = lambda client, userdata, level, text: (
+            pongs.append(time.monotonic()) if text == "Received PINGRESP" else None)
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(300)])
-        await asyncio.sleep(3.5)           # several keepalive periods with the pipeline blocked
+        await async_wait(lambda: connector._acks is not None and len(connector._acks.pending) >= 20, 20,
+                         "the broker's window of 20 messages in flight")
+        window_full = len(pongs)
+        await async_wait(lambda: len(pongs) >= window_full + 3, 20,
+                         "three keepalive round trips with the pipeline blocked")
         assert supervisor.state == ConnectorState.CONNECTED
         assert supervisor.failures == 0
         assert connector._acks is not None and len(connector._acks.pending) <= 20   # the broker's window
@@ -260,8 +267,7 @@ async def test_a_full_inbox_pauses_reading_instead_of_dropping_qos0() -> None:
     sink.gate = asyncio.Event()
     async with supervised(config, sink) as (connector, supervisor):
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(300)], 0)
-        await asyncio.sleep(1.0)
-        assert connector._paused
+        await async_wait(lambda: connector._paused, 20, "reading to pause on a full inbox")
         assert len(connector._inbox) <= 10 + 1
         sink.gate.set()
         await async_wait(lambda: len(sink.readings) >= 300, 20, "all 300 QoS 0 readings after the pause")
@@ -414,7 +420,9 @@ async def test_broker_restart_mid_stream_loses_nothing() -> None:
                 gaps = [(a, b) for a, b in itertools.pairwise(stamps) if b - a > 100_000]
                 print("gaps", gaps[:10])
                 raise
-            assert supervisor.failures == 0 and supervisor.state == ConnectorState.CONNECTED
+            # the new link counts as recovered once it has stayed up for healthy_after
+            await async_wait(lambda: supervisor.failures == 0, 10, "the link to count as recovered")
+            assert supervisor.state == ConnectorState.CONNECTED
             duplicates = len(sink.readings) - distinct()
             print(f"broker restart: {len(sink.readings)} readings, {duplicates} duplicates (at-least-once)")
             assert distinct() == 2000

@@ -2,7 +2,8 @@
 
 Subscribed and polled readings with their values, units and source timestamps; quality handling; deadbands;
 browse paths and namespace URIs; SignAndEncrypt with certificates, a wrong or untrusted server certificate,
-a client certificate the server does not trust, user names and passwords from the environment; the server
+a client certificate the server does not trust (also as node-opcua refuses it, with a ServiceFault to
+OpenSecureChannel), user names and passwords from the environment; the server
 restarting mid-stream and a network drop without a FIN; 1,000 monitored items in one subscription;
 backpressure; trace replay; ``ingestor discover opcua``; and the example configuration ingesting the
 simulator end to end into both database servers.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -26,13 +28,21 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from asyncua import ua
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from connectors.opcua import OpcUaConfig
 from connectors.opcua.browse import Discovery, FoundVariable, render
 from connectors.opcua.connector import OpcUaConnector
-from connectors.opcua.security import OpcUaSetupError, ServerCertificateRejected, ensure_client_certificate
+from connectors.opcua.security import (
+    OpcUaSetupError,
+    ServerCertificateRejected,
+    ensure_client_certificate,
+    fetch_server_certificate,
+    fingerprint,
+    load_certificate_file,
+)
 from ingestor import cli
 from ingestor.config import ConfigError, load_config
 from ingestor.contract import ConnectionLost, Quality, Reading, now_us
@@ -43,6 +53,7 @@ from tests.helpers import build_connector
 
 from .conftest import REPO, Database
 from .helpers import free_port, wait_until
+from .node_peers import NodeOpcUaServer
 from .test_conformance import Collector
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -308,9 +319,62 @@ async def test_browse_paths_namespace_uris_and_missing_nodes(simulator: OpcUaSim
         assert metric("ingestor_opcua_tags_unavailable", connector="addresses") == 3
 
 
+@module_loop
+async def test_values_that_did_not_change_are_not_stored_again_after_a_reconnect_or_a_restart(
+        simulator: OpcUaSimulator, tmp_path: Path) -> None:
+    """A new subscription delivers every item's current value, with its old source timestamp, whether it
+    changed or not.  After a reconnect (same connector) and after a restart (a new connector, as the next
+    daemon builds it, with the state it left behind), a value stored already is not stored again."""
+    await simulator.write("PRESS-02", "temperature", 21.5)
+    await simulator.write("PRESS-02", "vibration", 1.0)
+    config = make_config(simulator.endpoint, [fast([tag("PRESS-02", "temperature"), tag("PRESS-02", "vibration")])],
+                         name="no-repeats")
+    state = tmp_path / "state"
+    sink = Collector()
+    skipped = metric("ingestor_opcua_values_skipped_total", connector="no-repeats", reason="not_newer")
+
+    async def session(connector: OpcUaConnector, marker: float) -> None:
+        """One connect … close; the marker is a new vibration value written once the session runs, so the
+        first notifications (where a repeat would come) have arrived when it has."""
+        await connector.connect()
+        task = asyncio.create_task(connector.run(sink))
+        try:
+            await wait_for(lambda: any(r.parameter == "temperature" for r in sink.readings) and
+                           any(r.parameter == "vibration" for r in sink.readings), "the first values")
+            await simulator.write("PRESS-02", "vibration", marker)
+            await wait_for(lambda: any(r.value == marker for r in sink.readings), f"the marker {marker}")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await connector.close()
+
+    first = build_connector(config, state_dir=state)
+    assert isinstance(first, OpcUaConnector)
+    await session(first, 2.0)
+    await session(first, 3.0)                       # a reconnect: the runtime calls close, then connect
+    restarted = build_connector(config, state_dir=state)
+    assert isinstance(restarted, OpcUaConnector)
+    await session(restarted, 4.0)                   # a restart: a new connector with the state left behind
+    temperatures = values(sink, "PRESS-02", "temperature")
+    assert [(r.value, r.timestamp_us) for r in temperatures] == [(21.5, temperatures[0].timestamp_us)], (
+        "the unchanged temperature was stored again")
+    assert [r.value for r in values(sink, "PRESS-02", "vibration")] == [1.0, 2.0, 3.0, 4.0]
+    assert metric("ingestor_opcua_values_skipped_total", connector="no-repeats", reason="not_newer") - skipped == 4
+
+    await simulator.write("PRESS-02", "temperature", 22.0)  # a real change after all that is stored
+    fresh = build_connector(config, state_dir=state)
+    assert isinstance(fresh, OpcUaConnector)
+    await session(fresh, 5.0)
+    assert [r.value for r in values(sink, "PRESS-02", "temperature")] == [21.5, 22.0]
+
+
 # --- security ----------------------------------------------------------------------------------------------
 
 def secure(sim: OpcUaSimulator, pki: Path, **security: Any) -> dict[str, Any]:
+    return secure_options(pki, **security)
+
+
+def secure_options(pki: Path, **security: Any) -> dict[str, Any]:
     return {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "pki_dir": str(pki), **security}
 
 
@@ -419,8 +483,38 @@ async def test_client_certificate_trust_and_credentials_from_the_environment(
         monkeypatch.setenv("TEST_OPCUA_PASSWORD", "s3cret")
         error = await connect_error(config("stranger", **credentials))  # a new certificate the server never saw
         assert isinstance(error, OpcUaSetupError)
+        stranger = pki / "own" / "stranger.der"
         assert str(error).endswith(f"BadCertificateUntrusted; the server must trust our certificate "
-                                   f"{pki / 'own' / 'stranger.der'}")
+                                   f"{stranger} (SHA-256 {fingerprint(load_certificate_file(stranger))})")
+
+
+@module_loop
+async def test_a_server_that_refuses_our_certificate_with_a_service_fault_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """node-opcua answers OpenSecureChannel from an untrusted client with a ServiceFault
+    (BadSecurityChecksFailed), which asyncua cannot parse as the response it expects: the connector must
+    still say what to do, with our certificate's path and fingerprint, and asyncua must not log a traceback
+    on every retry."""
+    async with NodeOpcUaServer(tmp_path / "server-pki", secure=True) as server:
+        pinned = tmp_path / "node-opcua.der"
+        certificate = await fetch_server_certificate(server.endpoint, "Basic256Sha256", "SignAndEncrypt", 10)
+        pinned.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+        config = make_config(server.endpoint, [fast([{"node": "i=2258", "equipment": "PRESS-01",
+                                                      "parameter": "clock"}])],
+                             name="untrusted", timeout="5s",
+                             security=secure_options(tmp_path / "client-pki", server_certificate=str(pinned)))
+        ours = tmp_path / "client-pki" / "own" / "untrusted.der"
+        caplog.clear()
+        for _ in range(2):  # a retry must be as quiet as the first attempt
+            error = await connect_error(config)
+            assert isinstance(error, OpcUaSetupError), repr(error)
+            assert str(error).endswith(
+                f"BadSecurityChecksFailed; the server must trust our certificate {ours} "
+                f"(SHA-256 {fingerprint(load_certificate_file(ours))})"), str(error)
+        tracebacks = [r for r in caplog.records if r.name.startswith("asyncua") and r.exc_info]
+        assert not tracebacks, [r.getMessage() for r in tracebacks]
+        errors = [r for r in caplog.records if r.name.startswith("asyncua") and r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
 
 
 # --- links that break --------------------------------------------------------------------------------------
@@ -544,6 +638,47 @@ async def test_a_subscription_status_change_ends_run_with_connection_lost(simula
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await connector.close()
+
+
+class ClosesOnCloseSession(Blackhole):
+    """A relay that cuts both connections when the client sends CloseSession: a server that shuts down while
+    the client is closing its session (the OPC UA example test met this when the daemon and the simulator were
+    stopped together)."""
+
+    CLOSE_SESSION = b"\x01\x00\xd9\x01"  # the CloseSessionRequest's binary encoding id (473), unsecured
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, watch: bool) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    if watch and self.CLOSE_SESSION in data:
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+
+@module_loop
+async def test_a_server_that_closes_the_connection_while_we_close_the_session_is_no_error(
+        simulator: OpcUaSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    relay = ClosesOnCloseSession(simulator.options.port)
+    await relay.start()
+    config = make_config(f"opc.tcp://127.0.0.1:{relay.port}", [fast([tag("PRESS-01", "current")])],
+                         name="closing")
+    try:
+        caplog.clear()
+        async with running(config) as (_, sink):
+            await wait_for(lambda: sink.readings, "a reading")
+        loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not loud, [(r.name, r.getMessage()) for r in loud]
+    finally:
+        await relay.close()
 
 
 @module_loop

@@ -56,7 +56,9 @@ async def test_supervisor_reconnects_tracks_state_and_logs_first_failure_as_erro
     structlog.reset_defaults()
     connector = FlakyConnector(refuse=3)
     sink = CollectingSink()
-    supervisor = ConnectorSupervisor(connector, sink, ReconnectConfig(initial=0.01, max=0.02, jitter=0.0))
+    # the link stays up 50 ms each time: longer than healthy_after, so each connect after failures recovers
+    supervisor = ConnectorSupervisor(connector, sink, ReconnectConfig(initial=0.01, max=0.02, jitter=0.0,
+                                                                      healthy_after=0.02))
     with capture_logs() as logs:
         task = asyncio.create_task(supervisor.run())
         while len(sink.readings) < 2:

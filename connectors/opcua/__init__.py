@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def build(config: OpcUaConfig, context: BuildContext) -> OpcUaConnector:
     from connectors.opcua.connector import OpcUaConnector
 
-    return OpcUaConnector(config, client_factory=context.clients.get("opcua_client"))
+    return OpcUaConnector(config, client_factory=context.clients.get("opcua_client"), state_dir=context.state_dir)
 
 
 CONNECTOR = ConnectorType(config=OpcUaConfig, build=build, discover=DISCOVER)

@@ -4,7 +4,10 @@
 ids, ``nsu=`` namespace URIs, browse paths), creates one subscription per ``subscribe`` group with its
 monitored items, and prepares the ``poll`` groups.  Subscriptions are created anew on every connect: the
 runtime reconnects by calling ``close`` then ``connect`` again, so a restarted server gets fresh
-subscriptions without any state carried over.
+subscriptions.  The one thing carried over, even across restarts, is each tag's newest source timestamp
+stored (:mod:`connectors.opcua.stored`): a new subscription reports every current value again with its old
+timestamp, and such a value is skipped (``ingestor_opcua_values_skipped_total{reason="not_newer"}``) rather
+than stored twice.
 
 **Notifications to readings.**  asyncua runs one publish loop per session and hands each publish response
 to the subscription's ``publish_callback``.  Ours builds the readings right there (no per-notification task,
@@ -41,6 +44,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
@@ -50,11 +54,13 @@ from asyncua.common.subscription import Subscription
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from prometheus_client import Counter, Gauge
 
 from connectors.opcua.config import Deadband, OpcUaConfig, OpcUaTag, TagGroup, parse_browse_path
-from connectors.opcua.security import OpcUaSetupError, configure_security
+from connectors.opcua.security import OpcUaSetupError, configure_security, fingerprint, load_certificate_file
+from connectors.opcua.stored import AcknowledgedSink, Order, StoredTimestamps
 from connectors.polling import Poller, PollSchedule
 from ingestor.contract import (
     ConnectionLost,
@@ -84,16 +90,18 @@ TAGS_UNAVAILABLE = Gauge(
 
 class _ExpectedLibraryNoise(logging.Filter):
     """asyncua logs, as warnings and errors, what is expected whenever a link drops and the runtime closes the
-    client: closing a session whose socket is gone, its publish loop failing on the closed socket, a
-    keep-alive that overtakes the answer creating its subscription, and every service fault (which is also
-    raised to us, and reported by us with what to do).  The supervisor already reports a failure once; these
+    client: closing a session whose socket is gone (or that the server closes while we close the session: an
+    error with a traceback, "close_session raised during disconnect"), its publish loop failing on the closed
+    socket, a keep-alive that overtakes the answer creating its subscription, and every service fault (which
+    is also raised to us, and reported by us with what to do).  The supervisor already reports a failure once; these
     would repeat it on every reconnect attempt, so they are shown only when the connectors log at debug."""
 
     EXPECTED = ("close_secure_channel was called but connection is closed",
                 "close_session was called but connection is closed",
                 "close_session but connection wasn't established",
                 "Received data for unknown subscription",
-                "ServiceFault (")
+                "ServiceFault (",
+                "Got error status from server")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if logging.getLogger("connectors").isEnabledFor(logging.DEBUG):
@@ -101,14 +109,56 @@ class _ExpectedLibraryNoise(logging.Filter):
         message = str(record.msg)
         if message.startswith(self.EXPECTED):
             return False
-        if message.startswith("Publish iteration crashed") and record.exc_info:
+        if message.startswith(self.LINK_GONE) and record.exc_info:
             return not isinstance(record.exc_info[1], ConnectionError | OSError | TimeoutError)
         return True
 
+    LINK_GONE = ("Publish iteration crashed", "close_session raised during disconnect",
+                 "close_secure_channel raised during disconnect")
+    """Logged with the exception: expected only when that exception is the link being gone."""
 
-for _logger_name in ("asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol",
-                     "asyncua.client.ua_session.UaSession"):
+
+for _logger_name in ("asyncua.client.client", "asyncua.client.ua_client.UaClient",
+                     "asyncua.client.ua_client.UASocketProtocol", "asyncua.client.ua_session.UaSession"):
     logging.getLogger(_logger_name).addFilter(_ExpectedLibraryNoise())
+
+def _read_faults_to_open_secure_channel(client: Any) -> None:
+    """Make asyncua raise a ServiceFault that answers OpenSecureChannel as its status code.
+
+    A server that refuses our certificate may answer OpenSecureChannel with a ServiceFault (node-opcua sends
+    ``BadSecurityChecksFailed``, as the specification suggests, so as not to tell an attacker why).  asyncua
+    2.1 expects only an OpenSecureChannelResponse there: it hands the fault to the waiting request as if it
+    were the response, logs a parse traceback, and ``connect()`` fails with an empty ``AssertionError``.
+    Each protocol this client creates gets its message handler wrapped: a fault to OpenSecureChannel (an
+    asymmetrically secured message) is raised as :class:`UaStatusCodeError`, which asyncua's own receive loop
+    hands to the waiting request (``_fail_all_pending``) before it closes the socket.  This leans on two
+    private names of asyncua (``UaClient._make_protocol``, ``UASocketProtocol._process_received_message``);
+    ``tests/test_opcua.py`` runs it against node-opcua, so an asyncua upgrade that moves them is noticed.
+    A client without them (a unit test's fake) is left as it is."""
+    uaclient: Any = getattr(client, "uaclient", None)
+    make_protocol = getattr(uaclient, "_make_protocol", None)
+    if make_protocol is None:
+        return
+
+    def protocol_reading_faults() -> Any:
+        protocol = make_protocol()
+        process = protocol._process_received_message
+
+        def received(message: Any) -> None:
+            if type(message) is ua.Message:
+                secured: Any = message
+                if isinstance(secured.SecurityHeader(), ua.AsymmetricAlgorithmHeader):
+                    body = secured.body()
+                    kind = nodeid_from_binary(body)
+                    if kind.NamespaceIndex == 0 and kind.Identifier == ObjectIds.ServiceFault_Encoding_DefaultBinary:
+                        header = struct_from_binary(ua.ResponseHeader, body)
+                        raise UaStatusCodeError(header.ServiceResult.value)  # type: ignore[no-untyped-call]
+            process(message)
+
+        protocol._process_received_message = received
+        return protocol
+
+    uaclient._make_protocol = protocol_reading_faults
 
 DELIVERY_CHUNK = 1000
 """Most readings handed to the pipeline in one ``put``."""
@@ -204,7 +254,8 @@ class _GroupSubscription(Subscription):
 class OpcUaConnector:
     """One OPC UA server: connect, subscribe and poll, stream readings until the link breaks."""
 
-    def __init__(self, config: OpcUaConfig, client_factory: Callable[..., Client] | None = None) -> None:
+    def __init__(self, config: OpcUaConfig, client_factory: Callable[..., Client] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.name = config.name
         self.config = config
         self._client_factory = client_factory or Client
@@ -216,6 +267,8 @@ class OpcUaConnector:
         self._ready = asyncio.Event()
         self._lost: str | None = None
         self._problems = ProblemLog(log)
+        self._stored = StoredTimestamps(config.name, state_dir,
+                                        ((tag.equipment, tag.parameter) for *_, tag in config.tags()))
         self._username: str | None = None
         self.unavailable: list[str] = []
         """Tags that could not be resolved or monitored at the last connect (labels with the reason)."""
@@ -247,6 +300,7 @@ class OpcUaConnector:
         client.name = client.description = f"ingestor {config.name}"
         client.product_uri = "urn:ingestor"
         client.application_uri = config.security.default_application_uri()
+        _read_faults_to_open_secure_channel(client)
         self._client = client
         self._username = username
         with self._translated_errors():
@@ -270,14 +324,21 @@ class OpcUaConnector:
                 who = f"user {self._username!r}" if self._username is not None else "anonymous access"
                 hint = ""
                 if config.security.enabled and exc.code in CERTIFICATE_REFUSED:
-                    hint = (f"; the server must trust our certificate "
-                            f"{config.security.certificate_paths(config.name)[0]}")
+                    hint = f"; the server must trust our certificate {self._our_certificate()}"
                 raise OpcUaSetupError(f"{config.endpoint} refused the session ({who}, security "
                                       f"{config.security.policy}/{config.security.effective_mode}): "
                                       f"{ua.StatusCode(ua.UInt32(exc.code)).name}{hint}") from exc
             raise ConnectionLost(f"{config.endpoint}: {ua.StatusCode(ua.UInt32(exc.code)).name}") from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectionLost(f"cannot reach {config.endpoint}: {exc or type(exc).__name__}") from exc
+
+    def _our_certificate(self) -> str:
+        """Our certificate's path and fingerprint, for the operator who must trust it on the server."""
+        path = self.config.security.certificate_paths(self.config.name)[0]
+        try:
+            return f"{path} (SHA-256 {fingerprint(load_certificate_file(path))})"
+        except (OSError, ValueError):
+            return str(path)
 
     def _credentials(self) -> tuple[str | None, str | None]:
         found: list[str | None] = []
@@ -435,6 +496,10 @@ class OpcUaConnector:
             reading = self._reading(tag, item.Value, received_us)
             if reading is None:
                 continue
+            order = self._stored.order(reading)
+            if order is not Order.NEWER:  # a new subscription's first report of a value stored already
+                self._not_newer(tag, reading, order)
+                continue
             if room <= 0:
                 SKIPPED.labels(self.name, "buffer_full").inc()
                 self._problems.failed("buffer_full", "the pipeline is full and so is the OPC UA buffer; "
@@ -442,9 +507,18 @@ class OpcUaConnector:
                                       buffer_size=self.config.buffer_size)
                 continue
             pending.append(reading)
+            self._stored.handed(reading)
             room -= 1
         if pending:
             self._ready.set()
+
+    def _not_newer(self, tag: _Tag, reading: Reading, order: Order) -> None:
+        """Count a value skipped for its timestamp; one older than the last one stored is worth a warning."""
+        SKIPPED.labels(self.name, "not_newer").inc()
+        if order is Order.OLDER:
+            self._problems.failed("older", "OPC UA value older than the last one stored for its tag; skipped "
+                                  "(has the server's clock gone back?)", connector=self.name, tag=tag.label,
+                                  timestamp_us=reading.timestamp_us)
 
     def on_status_change(self, group: str, status: ua.StatusCode) -> None:
         if status.is_good():
@@ -495,9 +569,10 @@ class OpcUaConnector:
             raise ConnectionLost("not connected")
         schedules = [PollSchedule(g.name, g.interval, g.timeout) for g in self.config.groups
                      if g.mode == "poll" and self._polled.get(g.name)]
-        jobs = [self._deliver(sink), self._watch(self._client)]
+        jobs = [self._deliver(sink), self._watch(self._client), self._stored.keep()]
         if schedules:
-            jobs.append(Poller(self.name, schedules, self._poll_group, sink, on_error=self._poll_failed).run())
+            jobs.append(Poller(self.name, schedules, self._poll_group, AcknowledgedSink(sink, self._stored),
+                               on_error=self._poll_failed).run())
         # asyncio.wait rather than a TaskGroup: on Python 3.11 a TaskGroup whose child fails while the parent
         # is being cancelled raises the child's error and loses the cancellation, so a daemon shutting down
         # during a server restart would keep reconnecting.
@@ -521,7 +596,8 @@ class OpcUaConnector:
             self._ready.clear()
             pending, self._pending = self._pending, []
             for start in range(0, len(pending), DELIVERY_CHUNK):
-                await sink.put(pending[start:start + DELIVERY_CHUNK])
+                chunk = pending[start:start + DELIVERY_CHUNK]
+                await sink.put(chunk, self._stored.on_durable(chunk))
             if self._lost is not None and not self._pending:
                 raise ConnectionLost(self._lost)
 
@@ -570,6 +646,12 @@ class OpcUaConnector:
                 if tag.last == key:
                     continue  # the same sample as last time: the source has not changed it
                 tag.last = key
+                order = self._stored.order(reading)
+                if order is not Order.NEWER:  # read again after a reconnect or a restart: stored already
+                    if order is Order.OLDER:
+                        self._not_newer(tag, reading, order)
+                    continue
+                self._stored.handed(reading)
                 readings.append(reading)
         self._problems.recovered(f"poll.{group}", "polled read recovered", connector=self.name, group=group)
         return readings

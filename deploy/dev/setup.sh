@@ -27,6 +27,20 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
         echo "setup.sh: chromium and chromium-driver are missing; install them (apt-get install chromium chromium-driver)" >&2
     fi
 fi
+# The independent OPC UA server some tests run against (node-opcua, tests/peers/, from its lock file).
+if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup.sh: installing nodejs and npm (the tests' node-opcua server)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null; }
+    else
+        echo "setup.sh: npm is missing; install nodejs and npm for the tests against node-opcua" >&2
+    fi
+fi
+if command -v npm >/dev/null && { [ ! -f tests/peers/node_modules/.package-lock.json ] \
+        || [ tests/peers/package-lock.json -nt tests/peers/node_modules/.package-lock.json ]; }; then
+    (cd tests/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v -E "^WARNING: Location '.*' is ignored" >&2 || true
 # fails loudly if the install did not work, or did not register the connector types (entry points)

@@ -24,6 +24,7 @@ import argparse
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import Field
@@ -112,13 +113,17 @@ class BuildContext:
     """What the daemon tells a connector when it builds one.
 
     ``known_equipment`` and ``known_units`` are the plant model's codes, for connectors that learn equipment
-    from the traffic (MQTT topic templates) and can refuse an unknown code at the source.  ``clients`` holds
+    from the traffic (MQTT topic templates) and can refuse an unknown code at the source.  ``state_dir`` is a
+    directory of this connector's own (it may not exist yet) for the little it must remember across restarts,
+    next to the spool whose readings that state describes (``PIPELINE.spool_dir/connectors/NAME``); None
+    where there is nothing to remember for (``ingestor discover``, most tests).  ``clients`` holds
     protocol-client factories by name (``"mqtt_client"``, ``"modbus_client"``, …): tests hand in fakes where
     no real peer can exist; the daemon passes none.
     """
 
     known_equipment: frozenset[str] | None = None
     known_units: frozenset[str] | None = None
+    state_dir: Path | None = None
     clients: Mapping[str, Any] = field(default_factory=dict)
 
 

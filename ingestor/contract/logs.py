@@ -30,9 +30,10 @@ class ProblemLog:
 
     ``failed(key, event, **fields)`` logs ``event`` at ``level`` the first time; further calls within
     ``interval`` are only counted (and logged at debug level when ``repeats_at_debug``); the first call after
-    ``interval`` logs ``"<event> (still)"`` at warning level with ``repeats`` (calls since the last line) and
-    ``over_s``.  ``recovered(key, event, **fields)`` logs ``event`` at info level if the key was failing, and
-    forgets it.  A key that only ever fails (a malformed message, say) is simply rate-limited.
+    ``interval`` logs ``"<event> (still)"`` (or ``still``, when given) at warning level with ``repeats`` (calls
+    since the last line) and ``over_s``.  ``recovered(key, event, **fields)`` logs ``event`` at info level if the
+    key was failing, and forgets it.  A key that only ever fails (a malformed message, say) is simply
+    rate-limited.
     """
 
     MAX_KEYS = 10_000
@@ -46,7 +47,8 @@ class ProblemLog:
         self._clock = clock
         self._active: dict[Hashable, list[float]] = {}   # key → [last logged at, calls since]
 
-    def failed(self, key: Hashable, event: str, *, level: str = "warning", **fields: Any) -> None:
+    def failed(self, key: Hashable, event: str, *, level: str = "warning", still: str | None = None,
+               **fields: Any) -> None:
         now = self._clock()
         state = self._active.get(key)
         if state is None:
@@ -55,7 +57,8 @@ class ProblemLog:
             self._active[key] = [now, 0]
             getattr(self._log, level)(event, **fields)
         elif now - state[0] >= self._interval:
-            self._log.warning(f"{event} (still)", repeats=int(state[1]) + 1, over_s=round(now - state[0]), **fields)
+            self._log.warning(still or f"{event} (still)", repeats=int(state[1]) + 1, over_s=round(now - state[0]),
+                              **fields)
             state[0], state[1] = now, 0
         else:
             state[1] += 1

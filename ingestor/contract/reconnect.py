@@ -17,6 +17,9 @@ class ReconnectConfig(StrictModel):
     max: Duration = 30.0
     multiplier: float = Field(default=2.0, ge=1.0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of each delay, randomised")
+    healthy_after: Duration = Field(
+        default=10.0, gt=0, description="a link that stayed up this long counts as recovered: the back-off starts "
+                                        "again from initial (a peer that accepts and drops at once is no recovery)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ReconnectConfig:

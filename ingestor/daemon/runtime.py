@@ -8,14 +8,17 @@ refresher, the derivation of production and downtime facts (with the data-qualit
 
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
-exits 0.  A second signal exits at once; the spool is consistent at any instant, so even then nothing
-acknowledged is lost.
+exits 0.  When the database is down at that moment (the writer's last attempt to connect failed), the writer
+stops at once and says how many readings wait in the spool: it is durable, and waiting gains nothing.  A
+second signal exits at once; the spool is consistent at any instant, so even then nothing acknowledged is
+lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -70,8 +73,12 @@ class Daemon:
         # can refuse an unknown code at the source, counted, instead of passing it down to be dead-lettered.
         context = BuildContext(known_equipment=frozenset(e.code for *_, e in config.plant.equipment()),
                                known_units=frozenset(u.code for u in config.plant.units))
+        # Each connector's state directory sits in the spool directory: what a connector remembers (the OPC UA
+        # connector's last stored timestamp per tag) describes readings in that spool and goes with it.
         self.supervisors = [
-            ConnectorSupervisor(create_connector(c, context), self.queue.sink_for(c.name), c.reconnect)
+            ConnectorSupervisor(
+                create_connector(c, dataclasses.replace(context, state_dir=pipeline.spool_dir / "connectors" / c.name)),
+                self.queue.sink_for(c.name), c.reconnect)
             for c in config.enabled_connectors()
         ]
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)

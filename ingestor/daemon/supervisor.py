@@ -1,9 +1,12 @@
 """One supervisor per connector: connect → run → on error close → back off → retry.
 
 The runtime, not the connector, owns reconnection (as Benthos does).  The supervisor tracks the connector's
-state for metrics and ``/readyz``, logs the first failure as an error, repeats at debug level with a "still"
-warning at most once a minute, and "recovered" when a connection succeeds after failures (as Home
-Assistant's update coordinator does).
+state for metrics and ``/readyz``, logs the first failure as an error, repeats at debug level with a
+"connector still failing" warning at most once a minute (how many attempts, the last error), and "recovered"
+once a connection made after failures has stayed up for ``reconnect.healthy_after`` (as Home Assistant's
+update coordinator does).  Only then do the failures and the back-off start again from zero: a peer that
+accepts a connection and drops it at once (a Modbus device at its connection limit) is a failure that goes
+on, retried ever more slowly, not a recovery every few hundred milliseconds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ingestor.contract import (
     backoff_delays,
     get_logger,
 )
+from ingestor.contract.logs import LOG_REPEAT_INTERVAL
 
 log = get_logger(__name__)
 
@@ -44,7 +48,7 @@ class ConnectorSupervisor:
     """Keeps one connector running until cancelled."""
 
     def __init__(self, connector: Connector, sink: ReadingSink, reconnect: ReconnectConfig,
-                 close_timeout: float = 5.0) -> None:
+                 close_timeout: float = 5.0, still_every: float = LOG_REPEAT_INTERVAL) -> None:
         self.connector = connector
         self.name = connector.name
         self._sink = sink
@@ -54,7 +58,9 @@ class ConnectorSupervisor:
         self.since = time.time()
         self.last_error: str | None = None
         self.failures = 0
-        self._problems = ProblemLog(log, repeats_at_debug=True)
+        """Failed connects and lost links since the link was last healthy (up for ``healthy_after``)."""
+        self._delays = backoff_delays(reconnect)
+        self._problems = ProblemLog(log, still_every, repeats_at_debug=True)
         self._set(ConnectorState.DISCONNECTED)
 
     def status(self) -> dict[str, Any]:
@@ -77,20 +83,29 @@ class ConnectorSupervisor:
         for each in ConnectorState:
             CONNECTOR_STATE.labels(self.name, str(each)).set(1 if each == state else 0)
 
+    def _healthy(self) -> None:
+        """The link made after failures stayed up for ``healthy_after``: it has recovered."""
+        self._problems.recovered("link", "connector recovered", connector=self.name, after_failures=self.failures)
+        self.failures = 0
+        self._delays = backoff_delays(self._reconnect)
+
     async def run(self) -> None:
-        delays = backoff_delays(self._reconnect)
+        self._delays = backoff_delays(self._reconnect)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 self._set(ConnectorState.CONNECTING)
+                healthy: asyncio.TimerHandle | None = None
                 try:
                     await self.connector.connect()
                     self._set(ConnectorState.CONNECTED)
                     CONNECTOR_CONNECTS.labels(self.name).inc()
-                    if not self._problems.recovered("link", "connector recovered", connector=self.name,
-                                                    after_failures=self.failures):
+                    if self.failures:
+                        log.debug("connector connected; recovered once the link stays up", connector=self.name,
+                                  healthy_after_s=self._reconnect.healthy_after)
+                        healthy = loop.call_later(self._reconnect.healthy_after, self._healthy)
+                    else:
                         log.info("connector connected", connector=self.name)
-                    self.failures = 0
-                    delays = backoff_delays(self._reconnect)
                     await self.connector.run(self._sink)
                     raise ConnectionLost("the connector stopped reading")
                 except asyncio.CancelledError:
@@ -99,12 +114,15 @@ class ConnectorSupervisor:
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     CONNECTOR_FAILURES.labels(self.name).inc()
-                    delay = next(delays)
+                    delay = next(self._delays)
                     self._problems.failed(
-                        "link", "connector failed; reconnecting", level="error", connector=self.name,
-                        error=self.last_error,
-                        attempt=self.failures, retry_in_s=round(delay, 2),
+                        "link", "connector failed; reconnecting", level="error", still="connector still failing",
+                        connector=self.name, error=self.last_error, attempt=self.failures,
+                        retry_in_s=round(delay, 2),
                         exc_info=not isinstance(exc, ConnectionLost | OSError | TimeoutError))
+                finally:
+                    if healthy is not None:
+                        healthy.cancel()
                 await self._close()
                 self._set(ConnectorState.DISCONNECTED)
                 await asyncio.sleep(delay)

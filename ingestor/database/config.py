@@ -51,8 +51,11 @@ class DatabaseConfig(StrictModel):
         default="auto", description="auto: use TimescaleDB when the server has it; require: refuse to start without")
     apply_schema: bool = Field(default=True, description="apply the analytics schema at startup")
     connect_timeout: Duration = Field(default=10.0, gt=0)
+    # A short maximum: while the database is down the durable spool holds the backlog, and an attempt to
+    # connect costs the server next to nothing, so the writer is back within seconds of the database instead
+    # of sleeping out a half-minute back-off while the backlog grows (and the operator wonders).
     reconnect: ReconnectConfig = Field(
-        default=ReconnectConfig(initial=0.5, max=30.0), description="backoff while the database is unreachable")
+        default=ReconnectConfig(initial=0.5, max=5.0), description="backoff while the database is unreachable")
     refresh: ViewRefreshConfig = ViewRefreshConfig()
 
     _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))

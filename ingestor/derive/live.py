@@ -54,9 +54,9 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from ingestor.contract import get_logger, now_us
+from ingestor.contract import ProblemLog, get_logger, now_us
 from ingestor.database.config import DatabaseConfig
-from ingestor.database.connection import CONNECTION_ERRORS, connect
+from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable, connect
 from ingestor.derive.config import DerivationConfig, EventsConfig
 from ingestor.derive.engine import DeriveReport
 from ingestor.derive.plan import EquipmentPlan, build_plans
@@ -67,6 +67,9 @@ from ingestor.derive.task import QualityFinding
 from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)
+
+_OUTAGE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
+"""The database is unreachable or the connection is gone: wait and reconnect."""
 
 EVENTS_EMITTED = Counter("ingestor_live_events_total", "Live events emitted into api_event", ["type"])
 LATE_STATE_READINGS = Counter(
@@ -250,12 +253,14 @@ class LiveEvents:
         await self._schema_ready.wait()
         conn: asyncpg.Connection | None = None
         prepared = False
+        problems = ProblemLog(log, repeats_at_debug=True)
         try:
             while True:
                 try:
                     if conn is None or conn.is_closed():
                         conn = await connect(self._url, self._database.connect_timeout)
                         prepared = False
+                        problems.recovered("database", "live events reconnected")
                     if not prepared:
                         await self.prepare(conn)
                         prepared = True
@@ -268,8 +273,8 @@ class LiveEvents:
                         await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                     except TimeoutError:
                         pass
-                except CONNECTION_ERRORS as exc:
-                    log.debug("live events lost their connection", error=str(exc))
+                except _OUTAGE as exc:  # an outage: one line, not a traceback
+                    problems.failed("database", "live events wait for the database", error=str(exc))
                     if conn is not None:
                         conn.terminate()
                     conn = None

@@ -28,9 +28,9 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingestor.contract import get_logger
+from ingestor.contract import ProblemLog, backoff_delays, get_logger
 from ingestor.database.config import DatabaseConfig
-from ingestor.database.connection import CONNECTION_ERRORS, connect
+from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable, connect
 from ingestor.database.schema import refresh_view
 from ingestor.derive.config import DerivationConfig
 from ingestor.derive.engine import Deriver, DeriveReport
@@ -38,6 +38,9 @@ from ingestor.derive.segments import US
 from ingestor.plant import PlantConfig
 
 log = get_logger(__name__)
+
+_OUTAGE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
+"""The database is unreachable or the connection is gone: wait and reconnect, nothing is wrong with the data."""
 
 DERIVE_RUNS = Counter("ingestor_derive_runs_total", "Derivation runs of production and downtime facts", ["result"])
 DERIVE_SECONDS = Histogram(
@@ -124,6 +127,9 @@ class DerivationTask:
         self.deriver = Deriver(plant, settings, instance_id)
         self.runs = 0
         self.last_report: DeriveReport | None = None
+        self.failures = 0
+        """Consecutive attempts that found the database unavailable (reset when a connection opens)."""
+        self._problems = ProblemLog(log, repeats_at_debug=True)
 
     async def run(self) -> None:
         settings = self._settings
@@ -135,12 +141,16 @@ class DerivationTask:
         conn: asyncpg.Connection | None = None
         next_derive = next_check = time.monotonic()
         prepared = False
+        delays = backoff_delays(self._database.reconnect)
         try:
             while True:
                 try:
                     if conn is None or conn.is_closed():
                         conn = await connect(self._url, self._database.connect_timeout)
                         prepared = False
+                        self._problems.recovered("database", "derivation reconnected", after_failures=self.failures)
+                        self.failures = 0
+                        delays = backoff_delays(self._database.reconnect)
                     if derive_every > 0 and not prepared:
                         plans = await self.deriver.prepare(conn)
                         prepared = True
@@ -164,12 +174,17 @@ class DerivationTask:
                         continue
                     due = min(t for t, every in ((next_derive, derive_every), (next_check, check_every)) if every > 0)
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                except CONNECTION_ERRORS as exc:
-                    log.debug("derivation lost its connection", error=str(exc))
+                except _OUTAGE as exc:
+                    # an outage, not a bug: one line when it starts (the writer reports it as an error), a
+                    # "still" line now and then, one when it is over; retried with the database's backoff
+                    self.failures += 1
+                    delay = next(delays)
+                    self._problems.failed("database", "derivation waits for the database", error=str(exc),
+                                          attempt=self.failures, retry_in_s=round(delay, 2))
                     if conn is not None:
                         conn.terminate()
                     conn = None
-                    await asyncio.sleep(5)
+                    await asyncio.sleep(delay)
                 except KeyError as exc:  # dimensions not synced yet (another daemon's YAML, …)
                     log.error("derivation cannot start", error=str(exc.args[0]) if exc.args else str(exc))
                     await asyncio.sleep(max(derive_every, 5.0))

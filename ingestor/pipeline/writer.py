@@ -60,7 +60,7 @@ class SpoolWriter:
         self.instance_id = instance_id
         self._prepare = prepare
         self._connect_timeout = connect_timeout
-        self._retry = retry or ReconnectConfig(initial=0.5, max=30.0)
+        self._retry = retry or ReconnectConfig(initial=0.5, max=5.0)
         self._on_connected = on_connected
         self._on_committed = on_committed
         self._conn: asyncpg.Connection | None = None
@@ -80,19 +80,31 @@ class SpoolWriter:
         return self._conn is not None and not self._conn.is_closed()
 
     async def run(self, stop_when_empty: asyncio.Event) -> None:
-        """Write until the spooler has finished, ``stop_when_empty`` is set and the spool is empty."""
+        """Write until the spooler has finished, ``stop_when_empty`` is set and the spool is empty, or, once
+        both are set, until the database is found unreachable (the spool keeps the rest for the next start)."""
         delays = backoff_delays(self._retry)
+        unreachable = False  # the last attempt to connect failed
         while True:
             if not self.connected:
                 self._disconnect()  # the connection may have died while idle: say so (ingestor_database_up 0)
+                if unreachable and stop_when_empty.is_set() and self._spooler.finished.is_set():
+                    # Shutting down during an outage: the spool is durable, so waiting out the shutdown timeout
+                    # for a database that is down gains nothing.
+                    spool = self._spool.spool
+                    log.warning("the database is unavailable; the readings not yet written wait in the spool "
+                                "and are written at the next start", readings_in_spool=spool.readings,
+                                batches=spool.batches, last_error=self.last_error)
+                    return
                 try:
                     await self._connect()
+                    unreachable = False
                     delays = backoff_delays(self._retry)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    unreachable = True
                     await self._failed("database unavailable; readings stay in the spool", exc, next(delays),
-                                       connection=True)
+                                       connection=True, until=stop_when_empty)
                     continue
             batches: list[Batch] = await self._spool.call(
                 self._spool.spool.read, self.watermark, self._config.write_rows)
@@ -115,17 +127,25 @@ class SpoolWriter:
             except _RECONNECT as exc:
                 self._disconnect()
                 await self._failed("commit not confirmed (connection lost); checking and retrying", exc,
-                                   next(delays), connection=True)
+                                   next(delays), connection=True, until=stop_when_empty)
             except asyncpg.PostgresError as exc:  # e.g. a permission or a missing table: keep the data, retry
                 await self._failed("batch not written; will retry", exc, next(delays))
 
-    async def _failed(self, message: str, exc: BaseException, delay: float, *, connection: bool = False) -> None:
+    async def _failed(self, message: str, exc: BaseException, delay: float, *, connection: bool = False,
+                      until: asyncio.Event | None = None) -> None:
+        """Count and log a failure, then wait ``delay`` (cut short when ``until`` is set: a shutdown)."""
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         (metrics.DATABASE_CONNECTION_FAILURES if connection else metrics.COPY_ERRORS).labels(type(exc).__name__).inc()
         self._problems.failed("database", message, level="error", error=self.last_error, attempt=self.failures,
                               retry_in_s=round(delay, 2), spool_readings=self._spool.spool.readings)
-        await asyncio.sleep(delay)
+        if until is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(until.wait(), delay)
+        except TimeoutError:
+            pass
 
     async def _connect(self) -> None:
         conn = await connect(self._url, self._connect_timeout)
