@@ -407,14 +407,16 @@ async def test_production_events_carry_the_shifts_oee_by_the_schemas_formula(con
     assert data["currentOEE"] == round(expected["oee"], 4)
     assert (data["availability"], data["performance"], data["quality"]) == (
         round(expected["availability"], 4), round(expected["performance"], 4), round(expected["quality"], 4))
-    assert (data["partsProduced"], data["goodParts"], data["scrapParts"]) == (590, 472, 118)
+    # the counters' readings on the minutes up to 07:00 inclusive: the one at 07:00 counts parts finished by
+    # then, so it belongs to the record ending there ((start, end], docs/oee.md)
+    assert (data["partsProduced"], data["goodParts"], data["scrapParts"]) == (600, 480, 120)
     assert data["targetRate"] == 720.0 and data["derivedUntil"] == "2025-06-02T05:00:00.000Z"
 
     (alert,) = await events(conn, "quality_alert")
     assert alert["equipmentCode"] == "M1"
     assert alert["data"] == {"kind": "scrap_rate", "shift": "Early shift", "shiftCode": "EARLY",
-                             "productionDay": 20250602, "scrapRate": 0.2, "threshold": 0.1, "scrapParts": 118,
-                             "partsProduced": 590}
+                             "productionDay": 20250602, "scrapRate": 0.2, "threshold": 0.1, "scrapParts": 120,
+                             "partsProduced": 600}
 
     # a minute later the running machine gets its periodic update; the shift's alert is not repeated
     assert (await live.step(conn, now + 30 * 10**6)).emitted == {}
