@@ -8,13 +8,13 @@ Not part of the test suite.  Run it by hand::
 Two generated configurations, written to a scratch directory:
 
 ``tags``
-    A tag map of 50,000 tags: 5,000 equipment × 10 parameters in a plant tree of 2 sites × 5 areas × 10 work
-    centers × 50 presses, each with the roles of config/demo.yaml (counters, state with reasons, product), and
+    A tag map of 50,000 tags: 5,000 equipment x 10 parameters in a plant tree of 2 sites x 5 areas x 10 work
+    centers x 50 presses, each with the roles of config/demo.yaml (counters, state with reasons, product), and
     one connector per work center (the way one gateway serves one line), the three protocols taking turns:
     OPC UA (a subscribed production group and a process group with a deadband), Modbus TCP (one device per
     press, holding and input registers) and MQTT (one exact topic per tag).
 ``plant``
-    The issue's case: a 10 MB plant tree of 260,000 equipment (2 sites × 10 areas × 100 work centers × 130),
+    The issue's case: a 10 MB plant tree of 260,000 equipment (2 sites x 10 areas x 100 work centers x 130),
     each a one-line flow mapping, and no connectors.
 
 For each, ``python -m ingestor check-config FILE`` runs in a child process (wall time, and the child's own peak
