@@ -283,8 +283,11 @@ async def test_an_absolute_deadband_is_sent_to_the_server(simulator: OpcUaSimula
             await simulator.write("PRESS-02", "temperature", value)
             await asyncio.sleep(0.05)
         await wait_for(lambda: len(values(sink, "PRESS-02", "every_change")) == 4, "every change")
-        await asyncio.sleep(0.5)
-        assert [r.value for r in values(sink, "PRESS-02", "deadbanded")] == [10.0, 12.0]
+        # A marker past the deadband: the server reports one monitored item's changes in order, so once 20.0 has
+        # arrived, 10.5 or 12.25 would have arrived before it had the deadband not held them back.
+        await simulator.write("PRESS-02", "temperature", 20.0)
+        await wait_for(lambda: values(sink, "PRESS-02", "deadbanded")[-1].value == 20.0, "the marker")
+        assert [r.value for r in values(sink, "PRESS-02", "deadbanded")] == [10.0, 12.0, 20.0]
 
 
 @module_loop
