@@ -213,8 +213,10 @@ async def test_subscribed_and_polled_tags_deliver_values_units_and_source_timest
         [changed] = [r for r in values(sink, "PRESS-01", "temperature") if r.value == 43.25]
         assert before <= changed.timestamp_us <= after, "the reading carries the source timestamp"
 
-        # a polled value that did not change is not stored again; a new one is
-        await asyncio.sleep(1.0)
+        # a polled value that did not change is not stored again; a new one is.  The marker: state, read in the
+        # same request as current, changes; the poll that brings it read the unchanged current too.
+        await simulator.write("PRESS-02", "state_name", "RUNNING")
+        await wait_for(lambda: values(sink, "PRESS-02", "state")[-1].value == 1.0, "the marker, a new state")
         assert len(values(sink, "PRESS-02", "current")) == 1
         await simulator.write("PRESS-02", "current", 80.5)
         await wait_for(lambda: [r.value for r in values(sink, "PRESS-02", "current")] == [77.25, 80.5], "new poll")
