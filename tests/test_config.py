@@ -129,6 +129,95 @@ def test_positions_are_one_based_and_point_at_keys_and_values() -> None:
     assert doc.value_marks[("top", "child", 1)] == Mark(2, 14)
 
 
+TRICKY_YAML = [
+    "a: 1\r\nb: [x, y]\r\n",
+    "\ufeffa: b\n",
+    "caf\u00e9: {\u00fc: \u00e4\u00e4, n: 1}\nnext: [\u00e4, b]\n",
+    "base: &b {x: 1, y: 2}\nuse: {<<: *b, y: 3}\nmany: [*b, *b]\n",
+    "a:\n  - b: 1\n    c: |\n      two\n      lines\n  - >\n    folded\n    text\n",
+    "%YAML 1.1\n---\na: 1\n...\n",
+    "--- \na: 1\n---\nb: 2\n",
+    "a: b: c\n",
+    "a:\tb\n",
+    "\ta: 1\n",
+    "{a:1, b: 2}\n",
+    "? [a, b]\n: c\n",
+    "a: !!str 1\nb: !custom x\n",
+    "d: 2024-01-31\nt: 2024-01-31T10:00:00Z\nbad: 2024-13-45\n",
+    "a: 1\na: 2\nb: {c: 1, c: 2}\n",
+    "'quoted key': \"v\"\n\"k2\": 'w'\n",
+    "a: [1, 2\n",
+    "a: *nope\n",
+    "a: &x [*x]\n",
+    "- 1\n- 2\n",
+    "just text\n",
+    "",
+    "# only a comment\n",
+    "a: ~\nb: null\nc:\n",
+    "k: " + "[" * 70 + "]" * 70 + "\n",
+    "k: \"tab\\tescape \\u00e9\"\n",
+    "a: 'it''s'\nb: >-\n  x\n\n  y\n",
+    "%YAML 1.2\n---\na: 1\n",
+    "%YAML 2.0\n---\na: 1\n",
+    "%TAG !e! tag:example.com,2000:\n---\na: !e!x 1\n",
+    "a: b #c\nd: 'multi\n  line'\n",
+    "k" * 1100 + ": 1\n",
+    "a: x\x85b: y\u2028c: z\u2029d: w\n",
+    "a: \"\\U0001F600 \U0001F600\"\nb: \U0001F600\n",
+    "- a\n-b\n",
+    "a: [b, c,]\n",
+    "a: {b: c,}\n",
+    "a: -\nb: - c\n",
+    "a: @x\n",
+    "a: `x\n",
+    "a: |\n  x\n y\n",
+    "a:\n- b\n- c\n",
+    "&a a: 1\n",
+    "a: 0x1F\nb: 0o17\nc: 1_0.5\nd: .inf\ne: -.5\nf: 1e3\ng: +1\n",
+    "a: 1\n b: 2\n",
+    "a: {b: [1, {c: d}], e: f}\n",
+    "? a\n? b\n",
+    "a: !!binary aGVsbG8=\nb: !!set {x, y}\n",
+    "<<: {a: 1}\nb: 2\n",
+    "a: [&x 1, *x, *x]\n",
+    "a:   1   \nb:\n\n\n  - 2\n",
+]
+
+
+def _both(text: str) -> list[object]:
+    """What each parser makes of a text: the document's data, duplicates and every position, or the error."""
+    from ingestor.config.yaml_source import _FastLoader, _Loader, _parse
+
+    results: list[object] = []
+    for loader in (_FastLoader, _Loader):
+        try:
+            doc = _parse(loader(text), "x.yaml")
+        except Exception as exc:
+            results.append(type(exc).__name__)
+            continue
+        results.append((doc.data, doc.duplicate_keys, doc.root_mark,
+                        sorted(((str(k), m) for k, m in doc.key_marks.items())),
+                        sorted(((str(k), m) for k, m in doc.value_marks.items()))))
+    return results
+
+
+@pytest.mark.parametrize("source", [*EXAMPLES, *(c / "config.yaml" for c in CASES), *TRICKY_YAML],
+                         ids=[*(e.name for e in EXAMPLES), *(c.name for c in CASES),
+                              *(f"tricky-{i}" for i in range(len(TRICKY_YAML)))])
+def test_the_c_parser_reads_what_the_python_parser_reads_and_refuses_what_it_refuses(source: Path | str) -> None:
+    """parse_yaml uses libyaml when it accepts a document and PyYAML's Python parser otherwise, so every
+    document libyaml accepts must come out of both the same, positions included; one libyaml refuses goes to
+    the Python parser, which says why (the golden cases hold its words)."""
+    from ingestor.config.yaml_source import _c_parser_reads_as_python
+
+    text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+    if not _c_parser_reads_as_python(text):
+        return  # parse_yaml hands these to the Python parser straight away
+    fast, python = _both(text)
+    if not isinstance(fast, str):
+        assert fast == python
+
+
 def test_every_error_is_reported_at_once_even_across_sections(tmp_path: Path) -> None:
     text = MINIMAL + """
 connectors:

@@ -224,8 +224,10 @@ async def test_subscribed_and_polled_tags_deliver_values_units_and_source_timest
         [changed] = [r for r in values(sink, "PRESS-01", "temperature") if r.value == 43.25]
         assert before <= changed.timestamp_us <= after, "the reading carries the source timestamp"
 
-        # a polled value that did not change is not stored again; a new one is
-        await asyncio.sleep(1.0)
+        # a polled value that did not change is not stored again; a new one is.  The marker: state, read in the
+        # same request as current, changes; the poll that brings it read the unchanged current too.
+        await simulator.write("PRESS-02", "state_name", "RUNNING")
+        await wait_for(lambda: values(sink, "PRESS-02", "state")[-1].value == 1.0, "the marker, a new state")
         assert len(values(sink, "PRESS-02", "current")) == 1
         await simulator.write("PRESS-02", "current", 80.5)
         await wait_for(lambda: [r.value for r in values(sink, "PRESS-02", "current")] == [77.25, 80.5], "new poll")
@@ -294,8 +296,11 @@ async def test_an_absolute_deadband_is_sent_to_the_server(simulator: OpcUaSimula
             await simulator.write("PRESS-02", "temperature", value)
             await asyncio.sleep(0.05)
         await wait_for(lambda: len(values(sink, "PRESS-02", "every_change")) == 4, "every change")
-        await asyncio.sleep(0.5)
-        assert [r.value for r in values(sink, "PRESS-02", "deadbanded")] == [10.0, 12.0]
+        # A marker past the deadband: the server reports one monitored item's changes in order, so once 20.0 has
+        # arrived, 10.5 or 12.25 would have arrived before it had the deadband not held them back.
+        await simulator.write("PRESS-02", "temperature", 20.0)
+        await wait_for(lambda: values(sink, "PRESS-02", "deadbanded")[-1].value == 20.0, "the marker")
+        assert [r.value for r in values(sink, "PRESS-02", "deadbanded")] == [10.0, 12.0, 20.0]
 
 
 @module_loop

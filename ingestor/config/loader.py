@@ -12,6 +12,7 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from ingestor.config.checks import check_connectors
 from ingestor.config.model import AnyConnectorConfig, IngestorConfig
 from ingestor.config.problems import ConfigError, Problem
 from ingestor.config.registry import connector_types, problem_with
-from ingestor.config.yaml_source import Document, Mark, YamlError, load_yaml
+from ingestor.config.yaml_source import Document, Mark, YamlError, collector_paused, load_yaml
 from ingestor.contract import ConnectorConfig, Loc
 from ingestor.contract.config_base import format_loc
 from ingestor.database.config import DATABASE_URL_ENV, check_url
@@ -32,7 +33,11 @@ from ingestor.plant.checks import check_plant
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> IngestorConfig:
     """Read, validate and cross-check a configuration file.  Raises :class:`ConfigError`."""
-    env = os.environ if environ is None else environ
+    with collector_paused():
+        return _load(path, os.environ if environ is None else environ)
+
+
+def _load(path: str | Path, env: Mapping[str, str]) -> IngestorConfig:
     try:
         doc = load_yaml(path)
     except YamlError as exc:
