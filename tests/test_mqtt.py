@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
 
 from connectors.mqtt.config import MqttConfig
 from connectors.mqtt.connector import MqttConnector
@@ -93,9 +94,11 @@ class Sink:
         self.readings: list[Reading] = []
         self.hold = hold
         self.held: list[Callable[[], None]] = []
+        self.puts: list[int] = []          # the size of every put, counted as it starts (also while gated)
         self.gate: asyncio.Event | None = None
 
     async def put(self, readings: Sequence[Reading], on_durable: Callable[[], None] | None = None) -> None:
+        self.puts.append(len(readings))
         if self.gate is not None:
             await self.gate.wait()
         self.readings.extend(readings)
@@ -203,16 +206,15 @@ async def test_messages_not_yet_durable_are_redelivered_to_the_next_session(prot
     client_id = unique("test-ack")
     config = mqtt_config(prefix, client_id=client_id, protocol=protocol, drain_timeout=0.2)
     holding = Sink(hold=True)
-    async with supervised(config, holding, forget=False) as (connector, _):
+    async with supervised(config, holding, forget=False) as _:
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(5)])
         await async_wait(lambda: len(holding.readings) >= 5, 10, "5 readings")
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(5, 15)])
         await async_wait(lambda: len(holding.readings) >= 15, 10, "15 readings")
-        assert len(connector._acks.pending) == 15 if connector._acks else False  # nothing acknowledged
-        # make the first put durable: exactly those are acknowledged, in order
+        # make the first put durable: exactly its messages are acknowledged, in order; the rest come again
         first_put = holding.held[0]
         first_put()
-    acknowledged = 15 - len(connector._acks.pending if connector._acks else [])
+        acknowledged = holding.puts[0]
     # the same client id comes back: everything not acknowledged arrives again (persistent session)
     again = Sink()
     connector2 = build_connector(config)
@@ -245,15 +247,14 @@ async def test_backpressure_holds_messages_at_the_broker_and_keeps_the_link_aliv
         connector._client.on_log = lambda client, userdata, level, text: (
             pongs.append(time.monotonic()) if text == "Received PINGRESP" else None)
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(300)])
-        await async_wait(lambda: connector._acks is not None and len(connector._acks.pending) >= 20, 20,
-                         "the broker's window of 20 messages in flight")
+        await async_wait(lambda: connector.accepted >= 20, 20, "the broker's window of 20 messages in flight")
         window_full = len(pongs)
         await async_wait(lambda: len(pongs) >= window_full + 3, 20,
                          "three keepalive round trips with the pipeline blocked")
         assert supervisor.state == ConnectorState.CONNECTED
         assert supervisor.failures == 0
-        assert connector._acks is not None and len(connector._acks.pending) <= 20   # the broker's window
-        assert len(connector._inbox) <= 20
+        # the broker holds the rest: no more than its window of unacknowledged messages reached us
+        assert connector.accepted == 20 and len(sink.readings) == 0
         sink.gate.set()
         await async_wait(lambda: len(sink.readings) >= 300, 20, "all 300 readings after the pipeline drains")
     assert sorted(sink.values()) == [float(i) for i in range(300)]
@@ -265,13 +266,20 @@ async def test_a_full_inbox_pauses_reading_instead_of_dropping_qos0() -> None:
                          subscriptions=[{"topic": prefix + "/{equipment}/{parameter}", "qos": 0}])
     sink = Sink()
     sink.gate = asyncio.Event()
+    pauses = REGISTRY.get_sample_value("ingestor_mqtt_read_pauses_total", {"connector": config.name}) or 0.0
     async with supervised(config, sink) as (connector, supervisor):
         await asyncio.to_thread(publish, [(f"{prefix}/M1/p", str(i)) for i in range(300)], 0)
-        await async_wait(lambda: connector._paused, 20, "reading to pause on a full inbox")
-        assert len(connector._inbox) <= 10 + 1
+
+        def paused() -> bool:
+            now = REGISTRY.get_sample_value("ingestor_mqtt_read_pauses_total", {"connector": config.name})
+            return (now or 0.0) > pauses
+        await async_wait(paused, 20, "reading to pause on a full inbox (ingestor_mqtt_read_pauses_total)")
+        # what waits in the connector: accepted, and not yet handed to the pipeline
+        assert connector.accepted - sum(sink.puts) <= 10 + 1
+        assert connector.accepted < 300        # the rest waits in the socket and the broker, not in memory
         sink.gate.set()
         await async_wait(lambda: len(sink.readings) >= 300, 20, "all 300 QoS 0 readings after the pause")
-        assert supervisor.failures == 0 and not connector._paused
+        assert supervisor.failures == 0
     assert sorted(sink.values()) == [float(i) for i in range(300)]
 
 
@@ -328,7 +336,7 @@ async def _fuzz(cases: list[tuple[str, bytes]], dead_letters: Path) -> None:
     config = mqtt_config(prefix, max_payload=1024, dead_letter={"path": str(dead_letters)},
                          subscriptions=[{"topic": prefix + "/{equipment}/{parameter}/#", "qos": 1}])
     sink = Sink()
-    async with supervised(config, sink, known_equipment={"M1", "M2"}) as (connector, supervisor):
+    async with supervised(config, sink, forget=False, known_equipment={"M1", "M2"}) as (connector, supervisor):
         await asyncio.to_thread(publish, [(f"{prefix}/{topic}", payload) for topic, payload in cases])
         sent = len(cases)
         await async_wait(lambda: connector.accepted + sum(connector.rejected.values()) >= sent, 60,
@@ -340,7 +348,14 @@ async def _fuzz(cases: list[tuple[str, bytes]], dead_letters: Path) -> None:
         assert connector.accepted > 0
         assert set(connector.rejected) >= {"oversized", "unknown_equipment", "unknown_topic", "not_a_number"}
         assert len(sink.readings) >= connector.accepted
-        assert connector._acks is not None and not connector._acks.pending   # every message acknowledged
+    # every message was acknowledged, rejected ones too: the same session, resumed, gets a marker published
+    # after the fuzz and nothing before it (a broker resends what was not acknowledged before anything new)
+    await asyncio.to_thread(publish, [(f"{prefix}/M1/marker", "42")])
+    again = Sink()
+    async with supervised(config, again, known_equipment={"M1", "M2"}) as (resumed, _):
+        await async_wait(lambda: resumed.accepted + sum(resumed.rejected.values()) >= 1, 20, "the marker")
+        assert resumed.session_present
+        assert (resumed.accepted, dict(resumed.rejected)) == (1, {}) and again.values() == [42.0]
     print(f"fuzz: {sent} messages, {connector.accepted} accepted, rejected {dict(connector.rejected)}")
     text = await asyncio.to_thread(dead_letters.read_text)
     lines = [json.loads(line) for line in text.split("\n") if line]
