@@ -26,7 +26,6 @@ from ingestor.records.store import (
     merge,
     open_batch,
     stage,
-    unlinked_scrap,
 )
 from ingestor.records.values import DateOrder
 
@@ -112,7 +111,7 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
             if kind == "maintenance":
                 result.links = await maintenance_links(conn, batch)
             elif kind == "scrap":
-                result.scrap_without_production = await unlinked_scrap(conn, batch)
+                result.scrap_without_production = result.written.without_production
             kept = await close_batch(conn, batch, rows_read=result.rows_read, written=result.written,
                                      unchanged=result.unchanged, rejected=len(result.rejected_lines))
             if dry_run:
