@@ -105,7 +105,7 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
             for line in result.rejected_lines:
                 result.keys.pop(line, None)
             batch = await open_batch(conn, kind, source, encoding)
-            result.written = await merge(conn, kind, batch)
+            result.written = await merge(conn, kind, batch, dry_run=dry_run)
             result.unchanged = result.rows_read - len(result.rejected_lines) - result.written.inserted \
                 - result.written.updated
             if kind == "maintenance":

@@ -279,10 +279,15 @@ async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
     return triggers == 0
 
 
-async def _merge_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> Written:
+async def _merge_scrap(conn: asyncpg.Connection, batch: uuid.UUID, dry_run: bool) -> Written:
     await conn.execute(_SCRAP_CHANGES)
     written = Written()
-    if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {SCRAP_CHANGES})"):
+    if dry_run:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
+            f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
+        written = Written(row["inserted"], row["updated"], row["without_production"])
+    elif await conn.fetchval(f"SELECT EXISTS (SELECT FROM {SCRAP_CHANGES})"):
         await conn.execute(f"ANALYZE {SCRAP_CHANGES}")
         written = await _write_scrap(conn, batch)
     await conn.execute(f"DROP TABLE {SCRAP_CHANGES}")
@@ -316,10 +321,12 @@ async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding
     return batch
 
 
-async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> Written:
-    """Upsert the staged records; each insert and real change is audited under ``batch``."""
+async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID, *, dry_run: bool = False) -> Written:
+    """Upsert the staged records; each insert and real change is audited under ``batch``.  ``dry_run``: the
+    caller rolls back, so scrap records are only counted, not written (the kinds a CMMS or a register
+    exports are small enough to write and roll back)."""
     if kind == "scrap":
-        return await _merge_scrap(conn, batch)
+        return await _merge_scrap(conn, batch, dry_run)
     await conn.execute(_MERGE[kind], batch)
     counts = {r["action"]: r["n"] for r in await conn.fetch(
         "SELECT action, count(*) AS n FROM record_import_audit WHERE batch_id = $1 GROUP BY action", batch)}
