@@ -301,7 +301,7 @@ class RowParser:
         :meth:`_scrap`, which says what is wrong exactly as it always did."""
         if len(fields) != self._width:
             return self._scrap(line, fields, problems)
-        own_id, code, when, product, qty, reason, cost, comments = self._scrap_fields(fields + [""])
+        own_id, code, when, product, qty, reason, cost, comments = self._scrap_fields([*fields, ""])
         plant = self.plant
         code = code.strip()
         ident = plant.equipment.get(code)
