@@ -194,7 +194,8 @@ WITH old AS (
 #    record (one index probe per record) and the id of the row it changes.  Re-importing a file ends here.
 # 2. _SCRAP_REFERENCES checks and key-share-locks, once per distinct id, the rows the changes refer to: what
 #    the foreign keys' triggers would do once per record.  When they all hold, and the import may (see
-#    _may_skip_row_triggers), step 3 runs without those per-row triggers.
+#    _may_skip_row_triggers), step 3 runs without those per-row triggers.  (The audit rows' one reference is
+#    to the batch this transaction inserted, which nothing else can see, let alone delete.)
 # 3. _SCRAP_WRITE upserts the changes (ON CONFLICT still decides, so a concurrent writer of the same key is
 #    handled as before) and audits each insert and change set-based from the upsert's RETURNING.
 _SCRAP_CHANGES = f"""
