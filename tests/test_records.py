@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -244,6 +245,52 @@ def test_scrap_keys_formats_and_production(plant: Database, tmp_path: Path,
     assert sql(plant, "SELECT recorded_at, scrap_cost, production_id FROM fact_scrap WHERE scrap_code = 'SC-DIM' "
                       "AND record_key LIKE 'PRESS-02|%'") == [
         (datetime(2025, 6, 3, 10, 0, tzinfo=UTC), Decimal("1234.50"), record)]
+
+
+@pytest.mark.parametrize("superuser", [True, False], ids=["superuser", "plain-role"])
+def test_scrap_dry_run_edit_audit_and_undo(plant: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           superuser: bool) -> None:
+    """The scrap merge's two ways of writing: without the per-row foreign-key triggers (a superuser: it checks
+    the references once per id itself) and with them (a role that may not set session_replication_role)."""
+    dsn, prefix = plant.dsn, "SU" if superuser else "PR"
+    if not superuser:
+        role = f"records_{uuid.uuid4().hex[:8]}"
+        sql(plant, f"CREATE ROLE {role} LOGIN")
+        sql(plant, f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        sql(plant, f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        dsn = plant.dsn.replace("postgres@", f"{role}@", 1)
+    rows = [f"{prefix}-1,PRESS-04,2025-06-03 10:00,BRACKET-A,3,SC-BURR,1.50\n",
+            f"{prefix}-2,PRESS-04,2025-06-03 11:00,,2,SC-DENT,\n"]
+    try:
+        path = write(tmp_path, "scrap.csv", SCRAP_HEADER + "".join(rows))
+        code, out, _ = cli(capsys, "import", "scrap", str(path), "--dry-run", "--dsn", dsn)
+        assert code == 0 and "written:   2 would be inserted, 0 would be updated, 0 unchanged" in out
+        assert "warning:   2 scrap records fall in no production record" in out and "nothing was written" in out
+        code, out, _ = cli(capsys, "import", "scrap", str(path), "--dsn", dsn)
+        assert code == 0 and "written:   2 inserted, 0 updated, 0 unchanged" in out
+        first = batch_of(out)
+
+        edited = write(tmp_path, "edited.csv", SCRAP_HEADER + rows[0] + rows[1].replace(",2,", ",7,")
+                       + f"{prefix}-3,PRESS-04,2025-06-03 12:00,,1,SC-DIM,\n")
+        code, out, _ = cli(capsys, "import", "scrap", str(edited), "--dry-run", "--dsn", dsn)
+        assert code == 0 and "written:   1 would be inserted, 1 would be updated, 1 unchanged" in out
+        code, out, _ = cli(capsys, "import", "scrap", str(edited), "--dsn", dsn)
+        assert code == 0 and "written:   1 inserted, 1 updated, 1 unchanged" in out
+        second = batch_of(out)
+        assert sql(plant, "SELECT record_key, action, old_values ->> 'scrap_qty', new_values ->> 'scrap_qty' "
+                          "FROM record_import_audit WHERE batch_id = $1 ORDER BY record_key", second) == [
+            (f"{prefix}-2", "update", "2", "7"), (f"{prefix}-3", "insert", None, None)]
+
+        code, out, _ = cli(capsys, "import", "undo", second, "--dsn", dsn)
+        assert code == 0 and "1 deleted, 1 restored" in out
+        assert sql(plant, "SELECT record_key, scrap_qty, import_batch::text FROM fact_scrap WHERE record_key LIKE "
+                          "$1 ORDER BY 1", f"{prefix}-%") == [(f"{prefix}-1", 3, first), (f"{prefix}-2", 2, first)]
+        code, out, _ = cli(capsys, "import", "undo", first, "--dsn", dsn)
+        assert code == 0 and "2 deleted, 0 restored" in out
+    finally:
+        if not superuser:
+            sql(plant, f"DROP OWNED BY {role}")
+            sql(plant, f"DROP ROLE {role}")
 
 
 def test_skip_bad_writes_the_good_rows_and_a_rejects_file(plant: Database, tmp_path: Path,

@@ -26,7 +26,6 @@ from ingestor.records.store import (
     merge,
     open_batch,
     stage,
-    unlinked_scrap,
 )
 from ingestor.records.values import DateOrder
 
@@ -106,13 +105,13 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
             for line in result.rejected_lines:
                 result.keys.pop(line, None)
             batch = await open_batch(conn, kind, source, encoding)
-            result.written = await merge(conn, kind, batch)
+            result.written = await merge(conn, kind, batch, dry_run=dry_run)
             result.unchanged = result.rows_read - len(result.rejected_lines) - result.written.inserted \
                 - result.written.updated
             if kind == "maintenance":
                 result.links = await maintenance_links(conn, batch)
             elif kind == "scrap":
-                result.scrap_without_production = await unlinked_scrap(conn, batch)
+                result.scrap_without_production = result.written.without_production
             kept = await close_batch(conn, batch, rows_read=result.rows_read, written=result.written,
                                      unchanged=result.unchanged, rejected=len(result.rejected_lines))
             if dry_run:

@@ -74,6 +74,7 @@ _STAGE_TABLE: dict[Kind, str] = {
 }
 
 STAGE = "record_stage"
+SCRAP_CHANGES = "record_scrap_changes"
 
 # (table, key column, the columns an import writes and an undo restores)
 TARGETS: dict[Kind, tuple[str, str, tuple[str, ...]]] = {
@@ -92,8 +93,10 @@ TARGETS: dict[Kind, tuple[str, str, tuple[str, ...]]] = {
 
 async def create_stage(conn: asyncpg.Connection, kind: Kind) -> None:
     """The temporary staging table of this transaction.  JIT compilation is turned off for the transaction:
-    it cost a second per merge, more than it saved on these plain statements."""
+    it cost a second per merge, more than it saved on these plain statements.  ``work_mem`` is raised for it
+    so that grouping and joining a million staged keys stays in memory instead of spilling to disk."""
     await conn.execute("SET LOCAL jit = off")
+    await conn.execute("SET LOCAL work_mem = '64MB'")
     await conn.execute(f"CREATE TEMPORARY TABLE {STAGE} ({_STAGE_TABLE[kind]}) ON COMMIT DROP")
 
 
@@ -148,32 +151,6 @@ WITH old AS (
            EXCLUDED.failure_code, EXCLUDED.technician, EXCLUDED.description)
     RETURNING m.*, (xmax = 0) AS inserted
 )""" + _AUDIT.format(kind="maintenance", key="record_key"),
-    # A scrap record belongs to the production record of its machine that covers its time (the derivation
-    # keeps such references pointing at the record covering the same start when it rewrites one).
-    "scrap": f"""
-WITH old AS (
-    SELECT f.* FROM fact_scrap f JOIN {STAGE} s ON f.record_key = s.record_key
-), written AS (
-    INSERT INTO fact_scrap AS f (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost,
-                                 comments, recorded_at, record_key, import_batch)
-    SELECT (SELECT p.production_id FROM fact_production p
-            WHERE p.equipment_id = s.equipment_id AND p.start_time <= s.recorded_at AND p.end_time > s.recorded_at
-            ORDER BY p.start_time DESC LIMIT 1),
-           s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost, s.comments, s.recorded_at,
-           s.record_key, $1::uuid
-    FROM {STAGE} s
-    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
-        production_id = EXCLUDED.production_id, product_id = EXCLUDED.product_id,
-        equipment_id = EXCLUDED.equipment_id, scrap_code = EXCLUDED.scrap_code, scrap_qty = EXCLUDED.scrap_qty,
-        scrap_cost = EXCLUDED.scrap_cost, comments = EXCLUDED.comments, recorded_at = EXCLUDED.recorded_at,
-        import_batch = EXCLUDED.import_batch
-    WHERE (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
-           f.recorded_at)
-          IS DISTINCT FROM
-          (EXCLUDED.production_id, EXCLUDED.product_id, EXCLUDED.equipment_id, EXCLUDED.scrap_code,
-           EXCLUDED.scrap_qty, EXCLUDED.scrap_cost, EXCLUDED.comments, EXCLUDED.recorded_at)
-    RETURNING f.*, (xmax = 0) AS inserted
-)""" + _AUDIT.format(kind="scrap", key="record_key"),
     # The specification's migration: the legacy id becomes the code (unless a code is given) and is kept in
     # attributes with the batch and the day; columns the file leaves empty keep what the row had.
     "equipment": f"""
@@ -208,10 +185,134 @@ WITH old AS (
 }
 
 
+# A scrap record belongs to the production record of its machine that covers its time (the derivation keeps
+# such references pointing at the record covering the same start when it rewrites one).  The merge runs in
+# steps, each one set-based, because the one-statement upsert spent most of its time on rows that were not
+# going to change and on per-row foreign-key triggers (docs/records.md, "Measurements"):
+#
+# 1. _SCRAP_CHANGES keeps the staged records that are new or differ from their row, each with its production
+#    record (one index probe per record) and the id of the row it changes.  Re-importing a file ends here.
+# 2. _SCRAP_REFERENCES checks and key-share-locks, once per distinct id, the rows the changes refer to: what
+#    the foreign keys' triggers would do once per record.  When they all hold, and the import may (see
+#    _may_skip_row_triggers), step 3 runs without those per-row triggers.  (The audit rows' one reference is
+#    to the batch this transaction inserted, which nothing else can see, let alone delete.)
+# 3. _SCRAP_WRITE upserts the changes (ON CONFLICT still decides, so a concurrent writer of the same key is
+#    handled as before) and audits each insert and change set-based from the upsert's RETURNING.
+_SCRAP_CHANGES = f"""
+CREATE TEMPORARY TABLE {SCRAP_CHANGES} ON COMMIT DROP AS
+SELECT s.record_key, s.equipment_id, s.recorded_at, s.product_id, s.scrap_qty, s.scrap_code, s.scrap_cost,
+       s.comments, prod.production_id, f.scrap_id AS old_id
+FROM {STAGE} s
+CROSS JOIN LATERAL (
+    SELECT (SELECT p.production_id FROM fact_production p
+            WHERE p.equipment_id = s.equipment_id AND p.start_time <= s.recorded_at AND p.end_time > s.recorded_at
+            ORDER BY p.start_time DESC LIMIT 1) AS production_id
+) prod
+LEFT JOIN fact_scrap f ON f.record_key = s.record_key
+WHERE f.scrap_id IS NULL
+   OR (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
+       f.recorded_at)
+      IS DISTINCT FROM
+      (prod.production_id, s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost, s.comments,
+       s.recorded_at)"""
+
+_SCRAP_REFERENCES = f"""
+WITH production AS (
+    SELECT p.production_id FROM fact_production p
+    WHERE p.production_id IN (SELECT production_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), product AS (
+    SELECT d.product_id FROM dim_product d
+    WHERE d.product_id IN (SELECT product_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), equipment AS (
+    SELECT e.equipment_id FROM dim_equipment e
+    WHERE e.equipment_id IN (SELECT equipment_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), wanted AS (
+    SELECT count(DISTINCT production_id) AS production, count(DISTINCT product_id) AS product,
+           count(DISTINCT equipment_id) AS equipment
+    FROM {SCRAP_CHANGES}
+)
+SELECT wanted.production = (SELECT count(*) FROM production)
+   AND wanted.product = (SELECT count(*) FROM product)
+   AND wanted.equipment = (SELECT count(*) FROM equipment)
+FROM wanted"""
+
+_SCRAP_WRITE = f"""
+WITH old AS (
+    SELECT f.* FROM fact_scrap f JOIN {SCRAP_CHANGES} c ON f.scrap_id = c.old_id
+), written AS (
+    INSERT INTO fact_scrap AS f (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost,
+                                 comments, recorded_at, record_key, import_batch)
+    SELECT production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments, recorded_at,
+           record_key, $1::uuid
+    FROM {SCRAP_CHANGES}
+    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
+        production_id = EXCLUDED.production_id, product_id = EXCLUDED.product_id,
+        equipment_id = EXCLUDED.equipment_id, scrap_code = EXCLUDED.scrap_code, scrap_qty = EXCLUDED.scrap_qty,
+        scrap_cost = EXCLUDED.scrap_cost, comments = EXCLUDED.comments, recorded_at = EXCLUDED.recorded_at,
+        import_batch = EXCLUDED.import_batch
+    WHERE (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
+           f.recorded_at)
+          IS DISTINCT FROM
+          (EXCLUDED.production_id, EXCLUDED.product_id, EXCLUDED.equipment_id, EXCLUDED.scrap_code,
+           EXCLUDED.scrap_qty, EXCLUDED.scrap_cost, EXCLUDED.comments, EXCLUDED.recorded_at)
+    RETURNING f.*, (xmax = 0) AS inserted
+), audit AS (""" + _AUDIT.format(kind="scrap", key="record_key") + """)
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated,
+       count(*) FILTER (WHERE production_id IS NULL) AS without_production
+FROM written"""
+
+
+async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
+    """Whether this connection may write the scrap changes without the per-row foreign-key triggers, after
+    _SCRAP_REFERENCES checked and locked what they refer to: ``session_replication_role = replica`` turns
+    them off for the one statement.  It needs the right to set that (a superuser, or on PostgreSQL 15 and
+    later a ``GRANT SET ON PARAMETER``), and the two tables written must have no trigger of their own that
+    replica mode would silence or wake (only internal ones, or ``ENABLE ALWAYS`` ones, which fire either way).
+    """
+    allowed = await conn.fetchval("SELECT current_setting('is_superuser') = 'on'")
+    if not allowed and await conn.fetchval("SELECT current_setting('server_version_num')::int >= 150000"):
+        allowed = await conn.fetchval("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    if not allowed:
+        return False
+    triggers: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('fact_scrap'::regclass, 'record_import_audit'::regclass)"
+        " AND NOT tgisinternal AND tgenabled IN ('O', 'R')")
+    return triggers == 0
+
+
+async def _merge_scrap(conn: asyncpg.Connection, batch: uuid.UUID, dry_run: bool) -> Written:
+    await conn.execute(_SCRAP_CHANGES)
+    written = Written()
+    if dry_run:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
+            f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
+        written = Written(row["inserted"], row["updated"], row["without_production"])
+    elif await conn.fetchval(f"SELECT EXISTS (SELECT FROM {SCRAP_CHANGES})"):
+        await conn.execute(f"ANALYZE {SCRAP_CHANGES}")
+        written = await _write_scrap(conn, batch)
+    await conn.execute(f"DROP TABLE {SCRAP_CHANGES}")
+    return written
+
+
+async def _write_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> Written:
+    fast = await conn.fetchval(_SCRAP_REFERENCES) and await _may_skip_row_triggers(conn)
+    if not fast:  # the triggers check each row (and name the one that fails)
+        row = await conn.fetchrow(_SCRAP_WRITE, batch)
+    else:  # on an error the transaction is rolled back, and the setting with it
+        role = await conn.fetchval("SELECT current_setting('session_replication_role')")
+        await conn.execute("SELECT set_config('session_replication_role', 'replica', true)")
+        row = await conn.fetchrow(_SCRAP_WRITE, batch)
+        await conn.execute("SELECT set_config('session_replication_role', $1, true)", role)
+    return Written(row["inserted"], row["updated"], row["without_production"])
+
+
 @dataclass
 class Written:
     inserted: int = 0
     updated: int = 0
+    without_production: int = 0
+    """scrap records written that no production record covers"""
 
 
 async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding: str | None) -> uuid.UUID:
@@ -221,8 +322,12 @@ async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding
     return batch
 
 
-async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> Written:
-    """Upsert the staged records; each insert and real change is audited under ``batch``."""
+async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID, *, dry_run: bool = False) -> Written:
+    """Upsert the staged records; each insert and real change is audited under ``batch``.  ``dry_run``: the
+    caller rolls back, so scrap records are only counted, not written (the kinds a CMMS or a register
+    exports are small enough to write and roll back)."""
+    if kind == "scrap":
+        return await _merge_scrap(conn, batch, dry_run)
     await conn.execute(_MERGE[kind], batch)
     counts = {r["action"]: r["n"] for r in await conn.fetch(
         "SELECT action, count(*) AS n FROM record_import_audit WHERE batch_id = $1 GROUP BY action", batch)}
@@ -262,13 +367,6 @@ async def maintenance_links(conn: asyncpg.Connection, batch: uuid.UUID | None = 
         [(r[0], r[2]) for r in rows if r[1] == "Corrective" and r[2] is not None],
         [r[0] for r in rows if r[1] == "Corrective" and r[2] is None],
         [r[0] for r in rows if r[1] == "Preventive" and r[2] is None])
-
-
-async def unlinked_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> int:
-    """Scrap records of ``batch`` that no production record covers (they count in no scrap rate)."""
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM fact_scrap WHERE import_batch = $1 AND production_id IS NULL", batch)
-    return count
 
 
 class UndoRefused(Exception):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 DateOrder = Literal["dmy", "mdy"]
 
 _DOTTED = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+_DOTTED_CLOCK = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 _SERIAL = re.compile(r"\d{1,7}(?:[.,]\d+)?")
 _EXCEL_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 (its 1900 leap-year bug makes day 60 the 29 February)
@@ -71,6 +73,16 @@ def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -
     (the hour skipped when clocks go forward) is an error, one that exists twice (clocks going back) is the
     first of the two."""
     s = text.strip()
+    match = _DOTTED_CLOCK.fullmatch(s)
+    if match:  # the form most files use, the short way when the hour is a steady one
+        day, month, year, hour, minute, second = match.groups()
+        offset = _steady_offset(zone, int(year), int(month), int(day), int(hour))
+        if offset is not None:
+            try:
+                return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
+                                tzinfo=UTC) - offset
+            except ValueError:
+                pass  # a minute or second out of range: the long way says which
     if s[2:3] == "." or s[1:2] == ".":  # dd.mm.yyyy first: it is what many exports write, and no ISO form
         moment = _other_forms(s, date_order)
     else:
@@ -80,10 +92,36 @@ def parse_time(text: str, zone: ZoneInfo, date_order: DateOrder | None = None) -
             moment = _other_forms(s, date_order)
     if moment.tzinfo is not None:
         return moment.astimezone(UTC)
+    offset = _steady_offset(zone, moment.year, moment.month, moment.day, moment.hour)
+    if offset is not None:
+        return (moment - offset).replace(tzinfo=UTC)
     utc = moment.replace(tzinfo=zone).astimezone(UTC)
     if utc.astimezone(zone).replace(tzinfo=None) != moment:
         raise ValueError(f"{s!r} does not exist in {zone.key}: the clocks skip that hour")
     return utc
+
+
+@lru_cache(maxsize=1 << 16)
+def _steady_offset(zone: ZoneInfo, year: int, month: int, day: int, hour: int) -> timedelta | None:
+    """The UTC offset of ``zone`` all through this local hour, or None when the clocks change in it (or it
+    does not exist, or exists twice): then the caller works the time out the long way.  A file's times fall
+    in few hours compared to its rows, so this is computed once per hour and the rest is a subtraction."""
+    try:
+        start = datetime(year, month, day, hour)
+    except ValueError:
+        return None
+    end = start + timedelta(minutes=59, seconds=59, microseconds=999_999)
+    offsets = {moment.replace(tzinfo=zone, fold=fold).utcoffset() for moment in (start, end) for fold in (0, 1)}
+    if len(offsets) != 1:
+        return None
+    offset = offsets.pop()
+    if offset is None:
+        return None
+    # a steady hour also round-trips: its start and end are themselves in UTC and back
+    for moment in (start, end):
+        if (moment - offset).replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None) != moment:
+            return None
+    return offset
 
 
 def _other_forms(s: str, date_order: DateOrder | None) -> datetime:
