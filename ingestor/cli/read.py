@@ -109,7 +109,7 @@ class ReadingTable:
     expected: dict[tuple[str, str, str], ExpectedTag]
     printed: int = 0
     complete: asyncio.Event = field(default_factory=asyncio.Event)
-    widths: tuple[int, ...] = (14, 18, 14, 6, 9, 26, 16)
+    widths: tuple[int, ...] = (14, 18, 14, 6, 9, 29, 16)
 
     def header(self) -> None:
         self._row(COLUMNS)
@@ -152,7 +152,7 @@ def _mentions(report: Any, label: str) -> list[str]:
     if isinstance(report, dict):
         for key, value in report.items():
             if isinstance(key, str) and (key == label or key.startswith(f"{label} ") or key.startswith(f"{label}:")):
-                found.append(f"{key}: {value}")
+                found.append(f"{key}: {_brief(value)}")
             else:
                 found.extend(_mentions(value, label))
     elif isinstance(report, list | tuple):
@@ -161,6 +161,13 @@ def _mentions(report: Any, label: str) -> list[str]:
     elif isinstance(report, str) and (report.startswith(f"{label} ") or report.startswith(f"{label}:")):
         found.append(report)
     return found
+
+
+def _brief(value: Any) -> str:
+    """A status entry for a person: ``reason illegal_data_address, failed_reads 15`` (times since left out)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items() if k != "since" and v is not None)
+    return str(value)
 
 
 def _where(config: ConnectorConfig, index: int, loc: tuple[str | int, ...]) -> str:
