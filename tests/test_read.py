@@ -18,7 +18,7 @@ from simulators.modbus import ModbusSimulator
 from simulators.opcua import OpcUaSimulator, SimulatorOptions
 
 from .conftest import REPO
-from .helpers import free_port
+from .helpers import async_wait_until, free_port
 
 PLANT = """
 instance_id: test-read
@@ -153,6 +153,7 @@ async def test_modbus_prints_readings_and_names_the_refused_register(tmp_path: P
 
 async def test_mqtt_prints_a_published_value_and_names_the_silent_topic(tmp_path: Path) -> None:
     base = f"test-read/{uuid.uuid4().hex}"
+    daemon_id = f"test-read-daemon-{uuid.uuid4().hex[:8]}"  # the daemon's persistent session, not test mode's
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-read-{uuid.uuid4().hex[:8]}")
     publisher.connect("127.0.0.1", 1883)
     publisher.loop_start()
@@ -163,8 +164,9 @@ async def test_mqtt_prints_a_published_value_and_names_the_silent_topic(tmp_path
     name: press-mqtt
     host: 127.0.0.1
     port: 1883
-    clean_start: true
-    session_expiry: 0
+    client_id: {daemon_id}
+    clean_start: false
+    shared_group: daemons
     tags:
       - {{topic: {base}/temperature, equipment: PRESS-01, parameter: temperature, unit: degC}}
       - {{topic: {base}/silent, equipment: PRESS-02, parameter: temperature, unit: degC}}
@@ -180,6 +182,22 @@ async def test_mqtt_prints_a_published_value_and_names_the_silent_topic(tmp_path
     assert len(failed) == 1, err
     assert "PRESS-02.temperature" in failed[0] and f"{base}/silent" in failed[0], failed
     assert "no reading within" in failed[0], failed
+    # test mode left no session under the daemon's client id (it would have taken the daemon's queued messages)
+    daemon = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=daemon_id, protocol=mqtt.MQTTv5)
+    present: list[bool] = []
+    daemon.on_connect = lambda client, userdata, flags, reason, properties: present.append(flags.session_present)
+    daemon.connect("127.0.0.1", 1883, clean_start=False)
+    daemon.loop_start()
+    try:
+        await async_wait_until(lambda: _resolved(present), 10, "CONNACK")
+    finally:
+        daemon.loop_stop()
+        daemon.disconnect()
+    assert present == [False]
+
+
+async def _resolved(values: list[bool]) -> bool:
+    return bool(values)
 
 
 async def test_an_invalid_configuration_exits_2_with_the_problems(tmp_path: Path) -> None:

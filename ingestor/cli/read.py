@@ -4,8 +4,10 @@ It loads and validates the configuration exactly as ``run`` and ``check-config``
 with every problem and exit code 2), builds the selected connectors through the registry as the daemon does,
 connects, and prints each reading as a row of a table on stdout.  No database is contacted, no schema applied,
 no spool opened: the connectors put their readings into a sink that collects them and acknowledges them at once
-(an MQTT message is acknowledged as soon as it is printed).  Connectors get no state directory, so an OPC UA
-connector's memory of stored timestamps is not touched either.
+(an MQTT message is acknowledged as soon as it is printed).  Each connector runs with
+:meth:`~ingestor.contract.ConnectorConfig.for_test_mode` of its configuration, so a daemon running with the
+same file keeps what is its own (an MQTT client id and persistent session, a shared group's messages).
+Connectors get no state directory, so an OPC UA connector's memory of stored timestamps is not touched either.
 
 ``--once`` reads until every selected tag produced a reading (or ``--for`` passed, 10 s by default);
 ``--for D`` prints for D.  The exit code is 1 when a tag produced no reading, and stderr names each such tag
@@ -196,7 +198,8 @@ async def read_tags(configs: Sequence[tuple[int, ConnectorConfig]], patterns: Se
                     config.name, ref.equipment, ref.parameter, _where(config, index, ref.loc))
     table = ReadingTable(out, patterns, expected)
     table.header()
-    connectors = [create_connector(config, BuildContext()) for _, config in configs]
+    # for_test_mode: never the daemon's MQTT client id, persistent session or shared group (see the contract)
+    connectors = [create_connector(config.for_test_mode(), BuildContext()) for _, config in configs]
     failures: dict[str, str] = {}  # connector name → why it stopped
 
     async def run(connector: Connector) -> None:
