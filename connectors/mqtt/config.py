@@ -16,6 +16,7 @@ optionally the user name) come from environment variables the YAML names.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import string
@@ -310,6 +311,13 @@ class MqttConfig(ConnectorConfig):
 
     def effective_client_id(self) -> str:
         return self.client_id or f"ingestor-{socket.gethostname()}-{self.name}"
+
+    def for_test_mode(self) -> MqttConfig:
+        """Own client id, a clean session that ends with the connection, no shared group: the daemon's
+        session (its queued QoS 1/2 messages) and its group's share of the messages stay the daemon's."""
+        client_id = f"{self.client_id or self.name}-read-{os.getpid()}"[:200]
+        return self.model_copy(update={"client_id": client_id, "clean_start": True, "session_expiry": 0.0,
+                                       "shared_group": None})
 
     def tag_refs(self) -> Iterable[TagRef]:
         for index, tag in enumerate(self.tags):

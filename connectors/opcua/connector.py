@@ -273,6 +273,10 @@ class OpcUaConnector:
         self.unavailable: list[str] = []
         """Tags that could not be resolved or monitored at the last connect (labels with the reason)."""
 
+    def status(self) -> dict[str, Any]:
+        """For /readyz and ``ingestor read``: the tags the server could not resolve or monitor, with why."""
+        return {"endpoint": self.config.endpoint, "unavailable_tags": list(self.unavailable)}
+
     # --- connect ----------------------------------------------------------------------------------------
 
     async def connect(self) -> None:

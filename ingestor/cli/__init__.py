@@ -1,6 +1,6 @@
 """The ``ingestor`` command: run the daemon, check a configuration, manage the schema, derive, measure.
 
-One module per command (``check``, ``schema``, ``derive``, ``bench``, ``discover``, ``import`` in
+One module per command (``check``, ``read``, ``schema``, ``derive``, ``bench``, ``discover``, ``import`` in
 ``records``, ``api``); each adds its parser and
 the function that runs it.  Exit codes: 0 success, 1 runtime failure (database unreachable, …), 2 invalid
 configuration or usage.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ingestor import __version__
-from ingestor.cli import api, bench, check, derive, discover, records, schema
+from ingestor.cli import api, bench, check, derive, discover, read, records, schema
 from ingestor.cli.common import EXIT_CONFIG, load_or_report
 
 
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", required=True, type=Path, help="YAML configuration file")
     run.set_defaults(command_main=_run)
-    for command in (check, bench, schema, discover, derive, records, api):
+    for command in (check, read, bench, schema, discover, derive, records, api):
         command.add_parser(commands)
     return parser
 

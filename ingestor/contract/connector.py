@@ -107,6 +107,12 @@ class ConnectorConfig(StrictModel):
         """Every tag's equipment, parameter and unit, with where it sits in this connector's config."""
         raise NotImplementedError
 
+    def for_test_mode(self) -> ConnectorConfig:
+        """This configuration as ``ingestor read`` uses it, beside a daemon that may be running with the same file:
+        a connector overrides it where the original would take something from that daemon (an MQTT client id
+        and its persistent session, a shared subscription's messages)."""
+        return self
+
 
 @dataclass(frozen=True)
 class BuildContext:

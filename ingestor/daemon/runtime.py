@@ -12,6 +12,10 @@ exits 0.  When the database is down at that moment (the writer's last attempt to
 stops at once and says how many readings wait in the spool: it is durable, and waiting gains nothing.  A
 second signal exits at once; the spool is consistent at any instant, so even then nothing acknowledged is
 lost.
+
+Under systemd (``Type=notify``) the daemon says READY=1 once the schema is ready, STATUS= every few seconds,
+WATCHDOG=1 from its loop when ``WatchdogSec=`` is set and STOPPING=1 when the drain begins
+(:mod:`ingestor.service.notify`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ingestor.pipeline.spool import AsyncSpool, Spool, SpoolError, SpoolUnusable
 from ingestor.pipeline.spooler import Spooler
 from ingestor.pipeline.writer import SpoolWriter
 from ingestor.service.logs import configure_logging
+from ingestor.service.notify import ReadingRate, SystemdNotifier
 from ingestor.service.refresh import ViewRefresher
 
 log = get_logger(__name__)
@@ -84,6 +89,7 @@ class Daemon:
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
         metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
         self.health: ApiServer | None = None
+        self.systemd = SystemdNotifier()
         self._stop = asyncio.Event()
         self._finishing = asyncio.Event()
         self._signals = 0
@@ -188,6 +194,8 @@ class Daemon:
                 stack.push_async_callback(stop_task, derivation)
                 stack.push_async_callback(stop_task, asyncio.create_task(self.live.run(), name="live-events"))
                 connectors = [asyncio.create_task(s.run(), name=f"connector-{s.name}") for s in self.supervisors]
+                stack.callback(self.systemd.close)
+                stack.push_async_callback(stop_task, asyncio.create_task(self._tell_systemd(), name="systemd"))
                 stop = asyncio.create_task(self._stop.wait())
                 done, _ = await asyncio.wait({stop, writer, spooler}, return_when=asyncio.FIRST_COMPLETED)
                 if stop not in done:  # the pipeline never ends on its own: a bug, say so loudly
@@ -203,8 +211,27 @@ class Daemon:
             for signum in installed:
                 loop.remove_signal_handler(signum)
 
+    async def _tell_systemd(self) -> None:
+        """READY=1 once the schema is ready (the connectors are started by then), STATUS= and WATCHDOG=1 from
+        this loop until the end (the drain included: it can take ``pipeline.shutdown_timeout``)."""
+        rate = ReadingRate(lambda: self.queue.accepted)
+
+        def status() -> str:
+            database = "database connected" if self.writer.connected else "database down"
+            return (f"{rate():.0f} readings/s, {self.spool.spool.readings} readings in the spool, {database}"
+                    + ("" if self.schema_ready.is_set() else ", waiting for the schema"))
+
+        pings = asyncio.create_task(self.systemd.run(status), name="systemd-status")
+        try:
+            await self.schema_ready.wait()
+            self.systemd.notify("READY=1", f"STATUS={status()}")
+            await pings
+        finally:
+            await stop_task(pings)
+
     async def _drain(self, connectors: list[asyncio.Task[None]], spooler: asyncio.Task[None],
                      writer: asyncio.Task[None], refresher: asyncio.Task[None]) -> int:
+        self.systemd.notify("STOPPING=1", "STATUS=draining: stopping connectors, writing the spool")
         for task in connectors:
             task.cancel()
         await asyncio.gather(*connectors, return_exceptions=True)
