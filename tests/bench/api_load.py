@@ -137,7 +137,7 @@ def start_api(dsn: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
 async def load(base: str, clients: int, seconds: float, days: int, window: int, work_centers: int
                ) -> dict[str, list[float]]:
     latencies: dict[str, list[float]] = {"oee": [], "production": []}
-    errors: dict[int, int] = {}
+    errors: dict[int | str, int] = {}
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -153,7 +153,12 @@ async def load(base: str, clients: int, seconds: float, days: int, window: int, 
                 if endpoint == "oee":
                     params["granularity"] = "day"
                 began = time.perf_counter()
-                response = await http.get(f"/api/manufacturing-metrics/{endpoint}", params=params)
+                try:
+                    response = await http.get(f"/api/manufacturing-metrics/{endpoint}", params=params)
+                except httpx.TransportError as exc:
+                    # e.g. a keep-alive connection the server closed just as it was reused: counted, not fatal
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
                 elapsed = time.perf_counter() - began
                 if response.status_code != 200:
                     errors[response.status_code] = errors.get(response.status_code, 0) + 1
