@@ -35,6 +35,16 @@ fi
 .venv/bin/ingestor check-config "$CONFIG"
 .venv/bin/ingestor schema apply
 
+# The demo plant's records (config/records/): a machine from a legacy register, CMMS work orders, scrap from a
+# quality station and an MES.  A second run imports nothing again (natural keys); docs/records.md.
+if [ "$CONFIG" = config/demo.yaml ]; then
+    for record in equipment:legacy-equipment.csv maintenance:maintenance-export.csv scrap:scrap-records.csv \
+                  scrap:scrap-mes.jsonl; do
+        .venv/bin/ingestor import "${record%%:*}" "config/records/${record#*:}" -c "$CONFIG" >>"$LOGS/records.log" 2>&1 \
+            || { echo "demo.sh: importing config/records/${record#*:} failed; see $LOGS/records.log" >&2; exit 1; }
+    done
+fi
+
 # The simulators: three presses each.  With config/demo.yaml the MQTT publisher plays presses 7-9 of line 3.
 mqtt_args=()
 [ "$CONFIG" = config/demo.yaml ] && mqtt_args=(--first-machine 7 --prefix demo/LINE-3)
@@ -51,7 +61,7 @@ done
 port=$(.venv/bin/python -c "import sys; from ingestor.config import load_config; print(load_config(sys.argv[1]).http.port)" "$CONFIG")
 cat <<MSG
 
-  Demo running (simulator logs in $LOGS).  The operator page is http://127.0.0.1:$port/ ; in another terminal:
+  Demo running (simulator logs and the records import in $LOGS).  The operator page is http://127.0.0.1:$port/ ; in another terminal:
     curl -s 127.0.0.1:$port/readyz
     curl -s 127.0.0.1:$port/metrics | grep ^ingestor_
     deploy/dev/timescaledb.sh psql ingestor -c 'select * from fact_sensor_event order by event_ts desc limit 10'
