@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import time
 import urllib.error
@@ -45,11 +46,14 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-async def async_wait_until(condition: Callable[[], Awaitable[T]], timeout: float, what: str,
+async def async_wait_until(condition: Callable[[], T | Awaitable[T]], timeout: float, what: str,
                            interval: float = 0.1) -> T:
+    """Wait until ``condition()`` (a plain function, or one returning an awaitable) is truthy; its value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await condition()
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

@@ -195,7 +195,7 @@ async def test_event_ids_are_handed_out_in_commit_order(conn: asyncpg.Connection
         await first.commit()
         late = await asyncio.wait_for(second, 10)
         assert late > early
-        await async_wait_until(lambda: asyncio.sleep(0, len(order) == 2), 10, "both notifications")
+        await async_wait_until(lambda: len(order) == 2, 10, "both notifications")
         assert order == [early, late]
     finally:
         await other.close()
@@ -359,7 +359,7 @@ async def test_the_task_wakes_on_commit_and_emits_at_once(conn: asyncpg.Connecti
     await insert(conn, state(ids["M1"], datetime.now(UTC) - timedelta(seconds=5), 1))
     task = asyncio.create_task(live.run())
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, live.steps >= 1), 20, "the first step")
+        await async_wait_until(lambda: live.steps >= 1, 20, "the first step")
         await insert(conn, state(ids["M1"], datetime.now(UTC), 3, reason=1))
         live.wake()  # what the writer does after its commit
         await async_wait_until(lambda: events(conn, "downtime"), 5, "the downtime event")
@@ -578,7 +578,7 @@ async def test_a_slow_client_is_closed_and_the_others_keep_up(conn: asyncpg.Conn
         sock.connect((host, int(port)))
         async with client(ws_url(base), max_queue=1, compression=None, sock=sock) as slow, \
                 client(ws_url(base), compression=None) as fast:
-            await async_wait_until(lambda: asyncio.sleep(0, hub.subscribers == 2), 10, "two subscribers")
+            await async_wait_until(lambda: hub.subscribers == 2, 10, "two subscribers")
             first = await conn.fetchval(
                 "SELECT min(emit_event('production', now(), NULL, jsonb_build_object('n', g, 'pad', "
                 "repeat(md5(g::text), 120)))) FROM generate_series(1, 3000) g")
@@ -693,7 +693,7 @@ async def test_the_hub_survives_a_database_restart_and_backfills(tmp_path: Any) 
             assert [e["id"] for e in await receive(socket, 3)] == before
             await conn.close()
             server.stop("fast")
-            await async_wait_until(lambda: asyncio.sleep(0, not hub.connected), 20, "the hub to notice")
+            await async_wait_until(lambda: not hub.connected, 20, "the hub to notice")
             server.start()
             conn = await asyncpg.connect(server.dsn())
             after = [await emit(conn, "maintenance", None, n=n) for n in range(3, 8)]
@@ -841,7 +841,7 @@ async def test_the_four_event_types_from_the_simulator_through_the_daemon(fresh_
                     return event
 
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.schema_ready.is_set()), 30, "the schema")
+        await async_wait_until(lambda: daemon.schema_ready.is_set(), 30, "the schema")
         conn = await asyncpg.connect(fresh_database.dsn)
 
         async def running() -> bool:

@@ -117,11 +117,11 @@ async def test_a_shutdown_during_an_outage_exits_promptly_and_the_next_start_wri
     daemon = Daemon(config, url=database)
     serving = asyncio.create_task(daemon.serve())
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.written > 0), 30, "the first commit")
+        await async_wait_until(lambda: daemon.writer.written > 0, 30, "the first commit")
         await asyncio.to_thread(server.stop, "immediate")
-        await async_wait_until(lambda: asyncio.sleep(0, not daemon.writer.connected and daemon.writer.failures >= 2),
+        await async_wait_until(lambda: not daemon.writer.connected and daemon.writer.failures >= 2,
                                20, "the writer to find the database down")
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.spool.spool.readings > 0), 10, "readings spooled")
+        await async_wait_until(lambda: daemon.spool.spool.readings > 0, 10, "readings spooled")
         structlog.reset_defaults()
         with capture_logs() as logs:
             started = time.monotonic()
@@ -146,7 +146,7 @@ async def test_a_shutdown_during_an_outage_exits_promptly_and_the_next_start_wri
     again.supervisors = []  # no new readings: only what waited in the spool
     serving = asyncio.create_task(again.serve())
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, again.spool.spool.readings == 0), 30, "the spool to drain")
+        await async_wait_until(lambda: again.spool.spool.readings == 0, 30, "the spool to drain")
         again.stop()
         assert await asyncio.wait_for(serving, 30) == 0
     finally:
@@ -163,9 +163,9 @@ async def test_a_shutdown_with_an_empty_spool_during_an_outage_is_prompt(
     daemon.supervisors = []  # nothing to write at all
     serving = asyncio.create_task(daemon.serve())
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.connected), 30, "the writer to connect")
+        await async_wait_until(lambda: daemon.writer.connected, 30, "the writer to connect")
         await asyncio.to_thread(server.stop, "immediate")
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.failures >= 2), 20,
+        await async_wait_until(lambda: daemon.writer.failures >= 2, 20,
                                "the writer to find the database down")
         started = time.monotonic()
         daemon.stop()
@@ -185,18 +185,18 @@ async def test_the_writer_is_back_within_seconds_of_the_database_after_a_long_ou
     daemon = Daemon(config, url=database)
     serving = asyncio.create_task(daemon.serve())
     try:
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.written > 0), 30, "the first commit")
+        await async_wait_until(lambda: daemon.writer.written > 0, 30, "the first commit")
         await asyncio.to_thread(server.stop, "immediate")
         # six failed attempts: the back-off has grown for half a minute of outage by then
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.failures >= 6), 60, "a long outage")
+        await async_wait_until(lambda: daemon.writer.failures >= 6, 60, "a long outage")
         await asyncio.to_thread(server.start)
         back = time.monotonic()
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.writer.connected), 60, "the writer to reconnect")
+        await async_wait_until(lambda: daemon.writer.connected, 60, "the writer to reconnect")
         took = time.monotonic() - back
         print(f"the writer reconnected {took:.2f} s after the database was back")
         assert took < 8.0, f"the writer waited {took:.1f} s after the database was back"
         spooled = daemon.spool.spool.readings
-        await async_wait_until(lambda: asyncio.sleep(0, daemon.spool.spool.readings < max(spooled, 200)), 30,
+        await async_wait_until(lambda: daemon.spool.spool.readings < max(spooled, 200), 30,
                                "the backlog to drain")
         daemon.stop()
         assert await asyncio.wait_for(serving, 60) == 0
@@ -224,9 +224,9 @@ async def test_the_derivation_says_once_that_the_database_is_down_and_carries_on
     with capture_logs() as logs:
         running = asyncio.create_task(task.run())
         try:
-            await async_wait_until(lambda: asyncio.sleep(0, len(logs) >= 3), 30, "several attempts")
+            await async_wait_until(lambda: len(logs) >= 3, 30, "several attempts")
             await asyncio.to_thread(server.start)
-            await async_wait_until(lambda: asyncio.sleep(0, task.runs >= 1), 30, "a derivation run after the outage")
+            await async_wait_until(lambda: task.runs >= 1, 30, "a derivation run after the outage")
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)

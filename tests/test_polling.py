@@ -5,20 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from connectors.polling import Poller, PollSchedule
 from ingestor.contract import ConnectionLost, Reading, now_us
 
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.01)
+from .helpers import async_wait_until
 
 
 class Sink:
@@ -45,7 +39,8 @@ async def test_groups_poll_on_their_own_intervals_and_a_failing_group_does_not_s
     loop = asyncio.get_running_loop()
     started = loop.time()
     task = asyncio.create_task(poller.run())
-    await wait_for(lambda: calls["slow"] >= 5 and calls["broken"] >= 5, "five polls of the slow group")
+    await async_wait_until(lambda: calls["slow"] >= 5 and calls["broken"] >= 5, 30, "five polls of the slow group",
+                           interval=0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     elapsed = loop.time() - started
@@ -68,7 +63,7 @@ async def test_an_overrunning_poll_skips_ticks_instead_of_bursting() -> None:
 
     poller = Poller("dev", [PollSchedule("g", 0.02, timeout=1.0)], slow_poll, Sink(), rng=random.Random(1))
     task = asyncio.create_task(poller.run())
-    await wait_for(lambda: len(starts) >= 6, "six polls")
+    await async_wait_until(lambda: len(starts) >= 6, 30, "six polls", interval=0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
