@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ingestor.config import IngestorConfig
 from ingestor.database.dimensions import sync_dimensions
 from ingestor.database.schema import apply_schema
-from tests.bench.common import admin, cpu_seconds, dsn_for, free_port
+from tests.bench.common import admin, cpu_seconds, dsn_for, free_port, start_ingestor, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 SERVERS = {
@@ -123,15 +123,10 @@ async def build(server_dsn: str, machines: int, days: int, work_centers: int) ->
 
 
 def start_api(dsn: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
-    config = tmp / "api.yaml"
-    import json
     body = plant(1, 1)  # the API reads the plant from the database; the file needs one to be valid
     body.update({"database": {"url": dsn, "apply_schema": False}, "http": {"listen": f"127.0.0.1:{port}"},
                  "logging": {"format": "json", "level": "warning"}})
-    config.write_text(json.dumps(body))
-    env = {k: v for k, v in os.environ.items() if k != "INGESTOR_DATABASE_URL"}
-    return subprocess.Popen([sys.executable, "-m", "ingestor", "api", "-c", str(config)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=(tmp / "api.log").open("w"))
+    return start_ingestor("api", body, tmp)
 
 
 async def load(base: str, clients: int, seconds: float, days: int, window: int, work_centers: int
@@ -206,16 +201,7 @@ async def main() -> None:
     process = start_api(dsn, port, tmp)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise SystemExit(f"ingestor api did not come up; see {tmp / 'api.log'}")
+        await wait_ready(port, process, "ingestor api")
         await load(base, 2, 3, args.days, args.window, args.work_centers)  # warm the pool and the caches
         cpu_before = cpu_seconds(process.pid)
         began = time.perf_counter()

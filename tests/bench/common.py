@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -49,3 +55,33 @@ def scrape(port: int) -> dict[str, float]:
         if match:
             totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
     return totals
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_ingestor(command: str, config: dict[str, Any], tmp: Path) -> subprocess.Popen[bytes]:
+    """``ingestor COMMAND -c TMP/COMMAND.yaml`` with ``config`` written there, without the caller's
+    ``INGESTOR_*`` environment; its stderr goes to ``TMP/COMMAND.log``."""
+    path = tmp / f"{command}.yaml"
+    path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    return subprocess.Popen([sys.executable, "-m", "ingestor", command, "-c", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=(tmp / f"{command}.log").open("w"))
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    """Until ``/readyz`` on the port answers 200; exits the benchmark when the process ended or time ran out."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(_ready, port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not become ready (exit {process.poll()}); see its log")
+        await asyncio.sleep(0.2)

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.common import admin, cpu_seconds, dsn_for, free_port
+from tests.bench.common import admin, cpu_seconds, dsn_for, free_port, scrape, start_ingestor, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 SERVERS = {
@@ -86,30 +85,6 @@ def configs(dsn: str, machines: int, prefix: str, daemon_port: int, api_port: in
            "database": {"url": dsn, "apply_schema": False},
            "http": {"listen": f"127.0.0.1:{api_port}"}, "logging": logging}
     return daemon, api
-
-
-def start(command: str, config: dict[str, Any], tmp: Path) -> subprocess.Popen[bytes]:
-    path = tmp / f"{command}.yaml"
-    path.write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
-    return subprocess.Popen([sys.executable, "-m", "ingestor", command, "-c", str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=(tmp / f"{command}.log").open("w"))
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-async def wait_ready(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not await asyncio.to_thread(ready, port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not become ready (exit {process.poll()}); see its log")
-        await asyncio.sleep(0.2)
 
 
 class Client:
@@ -165,19 +140,24 @@ async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
     daemon_port, api_port = free_port(), free_port()
     daemon_config, api_config = configs(dsn, args.machines, prefix, daemon_port, api_port, tmp / "spool")
-    daemon = start("run", daemon_config, tmp)
+    daemon = start_ingestor("run", daemon_config, tmp)
     api: subprocess.Popen[bytes] | None = None
     mqtt_client: mqtt.Client | None = None
     clients: list[Client] = []
     try:
         await wait_ready(daemon_port, daemon, "the daemon")
-        api = start("api", api_config, tmp)
+        api = start_ingestor("api", api_config, tmp)
         await wait_ready(api_port, api, "the API")
         mqtt_client = publisher(prefix)
         # every machine running first: the stops to come are transitions from a known state
         for machine in range(args.machines):
             publish(mqtt_client, prefix, machine, 1)
-        await asyncio.sleep(2)  # let the first states be committed before any client listens
+        # the first states committed before any client listens: the stops to come are transitions
+        deadline = time.monotonic() + 30
+        while scrape(daemon_port).get("ingestor_readings_written_total", 0) < args.machines:
+            if time.monotonic() > deadline:
+                raise SystemExit("the first states were not written within 30 s; see the daemon's log")
+            await asyncio.sleep(0.1)
 
         url = f"ws://127.0.0.1:{api_port}/api/events?types=downtime"
         started = time.perf_counter()
