@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
+
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, Connector, ConnectorConfig
 
@@ -71,3 +73,28 @@ def build_connector(config: ConnectorConfig, *, known_equipment: Collection[str]
         known_equipment=frozenset(known_equipment) if known_equipment is not None else None,
         known_units=frozenset(known_units) if known_units is not None else None, state_dir=state_dir,
         clients=clients))
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+
+
+def run_on(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
+    """Run ``work`` on a connection of its own to the database, from synchronous code (the module-scoped
+    fixtures that fill a module's database once)."""
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await work(conn)
+        finally:
+            await conn.close()
+    asyncio.run(run())
+
+
+async def demo_plant(conn: asyncpg.Connection) -> None:
+    """The schema and the plant of config/demo.yaml (the plant the example records of config/records/ use)."""
+    from ingestor.config import load_config
+    from ingestor.database.dimensions import sync_dimensions
+    from ingestor.database.schema import apply_schema
+
+    await apply_schema(conn)
+    await sync_dimensions(conn, load_config(DEMO_CONFIG).plant)

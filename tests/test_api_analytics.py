@@ -37,6 +37,7 @@ from ingestor.plant import PlantConfig
 
 from .api_helpers import api_client, api_state
 from .conftest import Database
+from .helpers import run_on
 
 H = 3_600_000  # one hour in milliseconds
 
@@ -154,13 +155,7 @@ async def populate(conn: asyncpg.Connection) -> DimensionKeys:
 
 @pytest.fixture(scope="module")
 def plant(database: Database) -> Database:
-    async def run() -> None:
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await populate(conn)
-        finally:
-            await conn.close()
-    asyncio.run(run())
+    run_on(database.dsn, populate)
     return database
 
 

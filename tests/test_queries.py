@@ -8,7 +8,6 @@ queries is 2025-06-10 00:00 UTC.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,6 +21,7 @@ from ingestor.database import queries
 from ingestor.database.schema import apply_schema, refresh_view
 
 from .conftest import Database
+from .helpers import run_on
 
 AS_OF = datetime(2025, 6, 10, tzinfo=UTC)
 H = 3_600_000  # one hour in milliseconds
@@ -144,13 +144,7 @@ async def sensor_readings(conn: asyncpg.Connection) -> None:
 
 @pytest.fixture(scope="module")
 def plant(database: Database) -> Database:
-    async def run() -> None:
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await populate(conn)
-        finally:
-            await conn.close()
-    asyncio.run(run())
+    run_on(database.dsn, populate)
     return database
 
 

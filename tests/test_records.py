@@ -16,13 +16,11 @@ import asyncpg
 import pytest
 
 from ingestor.cli import main
-from ingestor.config import load_config
-from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import apply_schema
 from ingestor.records.source import RecordFile, detect_encoding
 from ingestor.records.values import parse_decimal, parse_int, parse_time
 
 from .conftest import REPO, Database
+from .helpers import demo_plant, run_on
 
 RECORDS = REPO / "config" / "records"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -30,14 +28,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 @pytest.fixture(scope="module")
 def plant(database: Database) -> Database:
-    async def run() -> None:
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await apply_schema(conn)
-            await sync_dimensions(conn, load_config(REPO / "config" / "demo.yaml").plant)
-        finally:
-            await conn.close()
-    asyncio.run(run())
+    run_on(database.dsn, demo_plant)
     assert main(["import", "equipment", str(RECORDS / "legacy-equipment.csv"), "--dsn", database.dsn]) == 0
     return database
 

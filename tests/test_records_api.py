@@ -3,19 +3,15 @@ problem documents, writes by natural key, and the events they emit, on a real da
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import asyncpg
 import pytest
 
-from ingestor.config import load_config
-from ingestor.database.dimensions import sync_dimensions
-from ingestor.database.schema import apply_schema
-
 from .api_helpers import api_client, api_state
-from .conftest import REPO, Database
+from .conftest import Database
+from .helpers import demo_plant, run_on
 
 READ, WRITE = "r" * 20, "w" * 20
 TOKENS = {"INGESTOR_API_READ_TOKEN": READ, "INGESTOR_API_WRITE_TOKEN": WRITE}
@@ -24,21 +20,16 @@ AUTH = {"Authorization": f"Bearer {WRITE}"}
 
 @pytest.fixture(scope="module")
 def plant(database: Database) -> Database:
-    async def run() -> None:
-        conn = await asyncpg.connect(database.dsn)
-        try:
-            await apply_schema(conn)
-            await sync_dimensions(conn, load_config(REPO / "config" / "demo.yaml").plant)
-            # PRESS-01's early shift of 3 June (06:00-14:00 in Berlin): 100 parts
-            await conn.execute(
-                "INSERT INTO fact_production (equipment_id, date_id, shift_id, start_time, end_time, "
-                "planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts) "
-                "SELECT e.equipment_id, 20250603, s.shift_id, '2025-06-03 04:00Z', '2025-06-03 12:00Z', "
-                "28800000, 28800000, 100, 100, 94 FROM dim_equipment e, dim_shift s "
-                "WHERE e.equipment_code = 'PRESS-01' AND s.shift_code = 'EARLY'")
-        finally:
-            await conn.close()
-    asyncio.run(run())
+    async def fill(conn: asyncpg.Connection) -> None:
+        await demo_plant(conn)
+        # PRESS-01's early shift of 3 June (06:00-14:00 in Berlin): 100 parts
+        await conn.execute(
+            "INSERT INTO fact_production (equipment_id, date_id, shift_id, start_time, end_time, "
+            "planned_production_time, operating_time, planned_parts, total_parts_produced, good_parts) "
+            "SELECT e.equipment_id, 20250603, s.shift_id, '2025-06-03 04:00Z', '2025-06-03 12:00Z', "
+            "28800000, 28800000, 100, 100, 94 FROM dim_equipment e, dim_shift s "
+            "WHERE e.equipment_code = 'PRESS-01' AND s.shift_code = 'EARLY'")
+    run_on(database.dsn, fill)
     return database
 
 
