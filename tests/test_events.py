@@ -518,6 +518,21 @@ async def test_bad_parameters_close_with_the_reason(conn: asyncpg.Connection, da
                 assert (got_code, words in reason) == (code, True), reason
 
 
+async def test_an_equipment_code_no_dimension_could_hold_is_unknown_not_a_database_error(
+        conn: asyncpg.Connection, database: Database) -> None:
+    """A NUL (which PostgreSQL text refuses) or an over-long code is an unknown equipment, as in the analytics
+    endpoints: 404 and 1008, never a 503 or 1013 "database unavailable" (found by the fuzz test)."""
+    await live_task(conn, database.dsn)
+    async with served(api_state(database.dsn)) as base, httpx.AsyncClient(base_url=base) as http:
+        for code in ("M1,\x00", "X" * 51):
+            response = await http.get("/api/events", params={"equipment": code})
+            assert response.status_code == 404 and "unknown equipment" in response.json()["detail"], response.text
+            url = base.replace("http://", "ws://") + "/api/events?" + urlencode({"equipment": code})
+            async with client(url) as socket:
+                got, reason = await closed_with(socket)
+                assert got == 1008 and "unknown equipment" in reason, reason
+
+
 async def test_a_websocket_without_the_read_token_is_closed_with_1008_and_the_reason(
         conn: asyncpg.Connection, database: Database) -> None:
     """Accepted, then closed with 1008 and why, never a refused handshake: a browser sees a refused handshake

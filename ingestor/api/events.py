@@ -36,6 +36,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from ingestor.contract import ReconnectConfig, backoff_delays, get_logger
+from ingestor.database.analytics import storable_code
 from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable, connect, redact
 
 log = get_logger(__name__)
@@ -323,10 +324,10 @@ async def read_events(db: asyncpg.Pool | asyncpg.Connection, since: int, event_f
 
 
 async def equipment_ids(db: asyncpg.Pool | asyncpg.Connection, codes: Sequence[str]) -> dict[str, int]:
-    """The ids of those of ``codes`` the database has."""
+    """The ids of those of ``codes`` the database has (a code no dimension could hold is not asked for)."""
     return {r["equipment_code"]: r["equipment_id"] for r in await db.fetch(
         "SELECT equipment_code, equipment_id FROM dim_equipment WHERE equipment_code = ANY($1::text[])",
-        list(codes))}
+        [code for code in codes if storable_code(code)])}
 
 
 @dataclass(frozen=True)

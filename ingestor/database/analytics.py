@@ -28,6 +28,13 @@ MAX_CODE_LENGTH = 50
 """The longest business code the dimension tables hold (VARCHAR(50)); a longer one cannot be known."""
 
 
+def storable_code(code: str) -> bool:
+    """Whether a dimension could hold this code: PostgreSQL text has no NUL, and codes are at most
+    MAX_CODE_LENGTH long.  One that could not is unknown without asking the server (which would refuse the
+    NUL with an error rather than answer that no row has it)."""
+    return "\x00" not in code and len(code) <= MAX_CODE_LENGTH
+
+
 @dataclass(frozen=True)
 class Window:
     """A half-open time window ``[start, end)`` of aware instants."""
@@ -257,10 +264,7 @@ async def resolve_scope(db: asyncpg.Pool | asyncpg.Connection, scope: PlantScope
     """The equipment and shift ids of ``scope``; :class:`UnknownCodes` names every code not in the plant."""
     levels = {"site": scope.sites, "area": scope.areas, "work center": scope.work_centers,
               "equipment": scope.equipment, "shift": scope.shifts}
-    # A code PostgreSQL could not store (a NUL) or longer than the columns cannot be in the plant: it is
-    # unknown without asking, and never reaches the server (which would refuse a NUL in text).
-    impossible = {level: tuple(c for c in codes if "\x00" in c or len(c) > MAX_CODE_LENGTH)
-                  for level, codes in levels.items()}
+    impossible = {level: tuple(c for c in codes if not storable_code(c)) for level, codes in levels.items()}
     if any(impossible.values()):
         raise UnknownCodes(impossible)
     row = await db.fetchrow(queries.load("api_scope"), *(list(codes) or None for codes in levels.values()))
