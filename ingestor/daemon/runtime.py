@@ -3,8 +3,8 @@
 Startup opens the spool (refusing to start when another process uses it), the HTTP endpoints, the spooler
 (queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant dimensions
 before its first commit, retrying while the database is down), one supervisor per enabled connector, the view
-refresher, the derivation of production and downtime facts (with the data-quality checks), and the live events
-(woken by each commit of the writer).
+refresher, the derivation of production and downtime facts (with the data-quality checks), the retention job
+(``database.retention``) and the live events (woken by each commit of the writer).
 
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
@@ -50,6 +50,7 @@ from ingestor.pipeline.writer import SpoolWriter
 from ingestor.service.logs import configure_logging
 from ingestor.service.notify import ReadingRate, SystemdNotifier
 from ingestor.service.refresh import ViewRefresher
+from ingestor.service.retention import RetentionTask
 
 log = get_logger(__name__)
 
@@ -89,6 +90,7 @@ class Daemon:
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
         metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
         self.health: ApiServer | None = None
+        self.retention: RetentionTask | None = None
         self.systemd = SystemdNotifier()
         self._stop = asyncio.Event()
         self._finishing = asyncio.Event()
@@ -192,6 +194,8 @@ class Daemon:
                                    self.config.instance_id, self.url, self.schema_ready, on_derived=self.live.derived,
                                    on_quality=self.live.quality_checked).run(), name="derivation")
                 stack.push_async_callback(stop_task, derivation)
+                self.retention = RetentionTask(self.config.database, self.url, self.schema_ready)
+                stack.push_async_callback(stop_task, asyncio.create_task(self.retention.run(), name="retention"))
                 stack.push_async_callback(stop_task, asyncio.create_task(self.live.run(), name="live-events"))
                 connectors = [asyncio.create_task(s.run(), name=f"connector-{s.name}") for s in self.supervisors]
                 stack.callback(self.systemd.close)
