@@ -17,7 +17,7 @@ archived readings older than ``archive`` are deleted, with the cheapest mechanis
 
 Every batch or chunk is one transaction that moves its rows and deletes them together, so a run that dies at
 any instant leaves each reading either in the hot table or in the archive, never in both and never lost.
-Each transaction runs with ``lock_timeout`` and ``statement_timeout`` set locally: a run that would wait on a
+The run's session has ``lock_timeout`` and ``statement_timeout`` set (and put back after): a run that would wait on a
 lock longer than ``lock_timeout`` stops (the error says so) and the next run goes on where it left.
 
 Only one daemon runs retention on a database at a time: :func:`run_retention` first takes the session advisory
@@ -84,7 +84,10 @@ async def run_retention(conn: asyncpg.Connection, config: RetentionConfig, *, no
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY):
         report.ran = False
         return report
+    previous = await conn.fetchrow(
+        "SELECT current_setting('lock_timeout') AS lock, current_setting('statement_timeout') AS statement")
     try:
+        await _limits(conn, config)
         if now is None:
             now = await conn.fetchval("SELECT now()")
         assert now is not None and config.raw is not None
@@ -100,7 +103,9 @@ async def run_retention(conn: asyncpg.Connection, config: RetentionConfig, *, no
     finally:
         report.seconds = time.monotonic() - started
         if not conn.is_closed():
-            await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_KEY)
+            await conn.execute("SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, "
+                               "false), pg_advisory_unlock($3)", previous["lock"], previous["statement"],
+                               RETENTION_LOCK_KEY)
     return report
 
 
@@ -117,8 +122,9 @@ async def _hot_tier(conn: asyncpg.Connection) -> Tier:
 
 
 async def _limits(conn: asyncpg.Connection, config: RetentionConfig) -> None:
-    await conn.execute(f"SET LOCAL lock_timeout = {int(config.lock_timeout * 1000)}")
-    await conn.execute(f"SET LOCAL statement_timeout = {int(config.statement_timeout * 1000)}")
+    """Every statement of the run (the searches for old rows too) waits at most ``lock_timeout`` for a lock."""
+    await conn.execute("SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+                       f"{int(config.lock_timeout * 1000)}ms", f"{int(config.statement_timeout * 1000)}ms")
 
 
 async def _move_chunks(conn: asyncpg.Connection, config: RetentionConfig, report: RetentionReport,
@@ -131,7 +137,6 @@ async def _move_chunks(conn: asyncpg.Connection, config: RetentionConfig, report
     for chunk in chunks:
         qualified = f'{_ident(chunk["chunk_schema"])}.{_ident(chunk["chunk_name"])}'
         async with conn.transaction():
-            await _limits(conn, config)
             # Writers wait (a late reading for a months-old day is rare); readers of the chunk go on.  The
             # lock is what makes "copied" and "dropped" the same set of rows.
             await conn.execute(f"LOCK TABLE {qualified} IN SHARE ROW EXCLUSIVE MODE")
@@ -172,7 +177,6 @@ async def _batches(conn: asyncpg.Connection, config: RetentionConfig, report: Re
         in_slice = 0
         while True:
             async with conn.transaction():
-                await _limits(conn, config)
                 picked = (f"ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE event_ts >= $1 AND event_ts < $2 "
                           "LIMIT $3))")
                 if move:
