@@ -36,14 +36,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ingestor.contract.reading import Reading  # noqa: E402
-from ingestor.database.commit import commit_batches  # noqa: E402
-from ingestor.database.config import RetentionConfig  # noqa: E402
-from ingestor.database.copy_format import RowEncoder  # noqa: E402
-from ingestor.database.retention import RetentionReport, run_retention  # noqa: E402
-from ingestor.database.schema import apply_schema  # noqa: E402
-from ingestor.database.watermark import claim_spool  # noqa: E402
-from tests.bench.common import admin, dsn_for  # noqa: E402
+from ingestor.contract.reading import Reading
+from ingestor.database.commit import commit_batches
+from ingestor.database.config import RetentionConfig
+from ingestor.database.copy_format import RowEncoder
+from ingestor.database.retention import RetentionReport, run_retention
+from ingestor.database.schema import apply_schema
+from ingestor.database.watermark import claim_spool
+from tests.bench.common import admin, dsn_for
 
 SERVERS = {
     "postgres": os.environ.get("INGESTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
