@@ -12,14 +12,17 @@ from pathlib import Path
 
 import asyncpg
 
+from ingestor.database.schema import apply_schema
+
 from .conftest import REPO, Database
-from .helpers import free_port, http_get, wait_until
+from .helpers import free_port, http_get, run_on, wait_until
 
 CONFIG = """
 instance_id: test-daemon
 database:
   url: {dsn}
   refresh: {{view_oee_daily: 1s, view_reliability_summary: 1s, sensor_5min_avg: 1s}}
+  retention: {{raw: 30d, archive: 1y}}
 plant:
   sites:
     - code: S1
@@ -66,7 +69,16 @@ def _count(dsn: str, table: str = "fact_sensor_event") -> int:
         return 0
 
 
+async def _old_readings(conn: asyncpg.Connection) -> None:
+    """The schema, and 100 readings 40 days old that the daemon's first retention run moves to the archive."""
+    await apply_schema(conn)
+    await conn.execute("INSERT INTO fact_sensor_event (equipment_id, event_ts, parameter, value) "
+                       "SELECT 1, now() - interval '40 days' + g * interval '1 second', 'old', g "
+                       "FROM generate_series(1, 100) g")
+
+
 def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database: Database, tmp_path: Path) -> None:
+    run_on(database.dsn, _old_readings)
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(dsn=database.dsn, port=port, spool=tmp_path / "spool"))
@@ -90,6 +102,11 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
         written = [line for line in metrics.splitlines() if line.startswith("ingestor_readings_written_total ")]
         assert written and float(written[0].split()[1]) > 0
         assert 'ingestor_connector_state{connector="gen",state="connected"} 1.0' in metrics
+        # the retention job's first run (at start) moved the old readings, and only them
+        wait_until(lambda: _count(database.dsn, "fact_sensor_event_archive") == 100, 30, "old readings archived")
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert 'ingestor_retention_rows_total{action="archived"} 100.0' in metrics
+        assert 'ingestor_retention_runs_total{result="ok"} 1.0' in metrics
         assert http_get(f"http://127.0.0.1:{port}/nothing")[0] == 404
         # the operator page's view: each tag's last reading, as the pipeline accepted it
         status, body = http_get(f"http://127.0.0.1:{port}/api/status")
@@ -115,3 +132,5 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
     assert final["readings_accepted"] == final["readings_spooled"] == final["readings_written"]
     assert final["readings_written"] == _count(database.dsn)
     assert not [line for line in lines if line.get("level") == "error"], log_path.read_text()
+    runs = [line for line in lines if line["event"] == "retention run"]
+    assert len(runs) == 1 and runs[0]["archived"] == 100 and runs[0]["deleted"] == 0

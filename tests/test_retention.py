@@ -135,6 +135,7 @@ async def test_a_run_that_dies_halfway_keeps_every_reading_exactly_once(conn: as
 
 async def test_only_one_session_runs_retention(conn: asyncpg.Connection, database: Database) -> None:
     await fill(conn)
+    assert RETENTION_LOCK_KEY == 5928237141146749263, "the key docs/schema.md gives to operators"
     other = await asyncpg.connect(database.dsn)
     try:
         await other.execute("SELECT pg_advisory_lock($1)", RETENTION_LOCK_KEY)

@@ -39,7 +39,7 @@ from ingestor.database.schema import Tier, detect_tier
 
 RETENTION_LOCK_KEY = 0x5245_5445_4E54_494F  # "RETENTIO": pg_try_advisory_lock key of the retention job
 """The session advisory lock one retention run holds; any tool that moves or deletes sensor data in bulk can
-take it too (``SELECT pg_advisory_lock(5928230096002992463)``) to keep the daemons' retention away meanwhile."""
+take it too (``SELECT pg_advisory_lock(5928237141146749263)``) to keep the daemons' retention away meanwhile."""
 
 HOT = "fact_sensor_event"
 ARCHIVE = "fact_sensor_event_archive"
