@@ -12,8 +12,8 @@ TimescaleDB), then runs a steady ingest of ``--rate`` readings/s through the wri
 transaction per batch, ``--batches-per-s`` batches a second) in two phases on the same database:
 
 1. ``baseline``: ``--seconds`` of ingest alone;
-2. ``retention``: the same ingest while :func:`ingestor.database.retention.run_retention` (``raw: 90d``, default
-   batch size and timeouts) moves every old row to the archive on a second connection; the phase lasts exactly
+2. ``retention``: the same ingest while :func:`ingestor.database.retention.run_retention` (``raw: 90d``,
+   ``--batch-rows``, default timeouts) moves every old row to the archive on a second connection; the phase lasts exactly
    as long as the run.
 
 It prints the commit latency p50/p99/max of each phase, the rows moved and the run's duration.  A commit
@@ -117,7 +117,8 @@ async def bench_server(name: str, server_dsn: str, args: argparse.Namespace) -> 
             during: list[float] = []
             stop = asyncio.Event()
             task = asyncio.create_task(ingest.run(stop, during))
-            result: RetentionReport = await run_retention(job, RetentionConfig(raw=90 * 86400.0))
+            result: RetentionReport = await run_retention(
+                job, RetentionConfig(raw=90 * 86400.0, batch_rows=args.batch_rows))
             stop.set()
             await task
             left = await writer.fetchval("SELECT count(*) FROM fact_sensor_event WHERE event_ts < now() - "
@@ -129,7 +130,7 @@ async def bench_server(name: str, server_dsn: str, args: argparse.Namespace) -> 
         await admin(server_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return {
         "server": name, "tier": str(report.tier), "old_rows": args.old_rows, "fill_s": round(fill_s, 1),
-        "rate": args.rate, "batch_rows": ingest.per_batch,
+        "rate": args.rate, "commit_rows": ingest.per_batch, "retention_batch_rows": args.batch_rows,
         "baseline_commits": len(baseline), "baseline_p50_ms": round(statistics.median(baseline), 2),
         "baseline_p99_ms": round(percentile(baseline, 0.99), 2), "baseline_max_ms": round(max(baseline), 2),
         "during_commits": len(during), "during_p50_ms": round(statistics.median(during), 2),
@@ -146,6 +147,7 @@ async def main() -> None:
     parser.add_argument("--old-rows", type=int, default=2_000_000)
     parser.add_argument("--rate", type=int, default=2000, help="readings/s of the steady ingest")
     parser.add_argument("--batches-per-s", type=int, default=10)
+    parser.add_argument("--batch-rows", type=int, default=50_000, help="database.retention.batch_rows")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the baseline phase")
     args = parser.parse_args()
     for name in args.servers:
