@@ -24,6 +24,7 @@ from ingestor.database.schema import apply_schema
 from ingestor.service.retention import RetentionTask
 
 from .conftest import Database
+from .helpers import async_wait_until
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 RAW_CUTOFF = NOW - timedelta(days=90)       # 2026-03-17 12:00
@@ -131,6 +132,34 @@ async def test_a_run_that_dies_halfway_keeps_every_reading_exactly_once(conn: as
     archived = await conn.fetch(f"SELECT {ROW} FROM fact_sensor_event_archive WHERE event_id >= 0")
     assert hot == {r for r in everything if r[2] >= first_kept(database)}
     assert len(archived) == len(everything) - len(hot) and hot | {tuple(r) for r in archived} == everything
+
+
+async def test_a_cancelled_run_rolls_back_its_batch_and_releases_the_lock(database: Database) -> None:
+    conn = await asyncpg.connect(database.dsn)
+    await apply_schema(conn)
+    await conn.execute("TRUNCATE fact_sensor_event, fact_sensor_event_archive")
+    await fill(conn)
+    total = await conn.fetchval("SELECT count(*) FROM fact_sensor_event")
+    inside = asyncio.Event()
+
+    async def stall(what: str) -> None:
+        inside.set()
+        await asyncio.Event().wait()
+
+    job = asyncio.create_task(run_retention(conn, settings(), now=NOW, inside=stall))
+    await asyncio.wait_for(inside.wait(), 30)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert conn.is_closed()
+    other = await asyncpg.connect(database.dsn)
+    try:
+        await async_wait_until(lambda: other.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY), 10,
+                               "the retention lock free again")
+        assert await other.fetchval("SELECT count(*) FROM fact_sensor_event") == total
+        assert not await other.fetchval("SELECT count(*) FROM fact_sensor_event_archive WHERE event_id >= 0")
+    finally:
+        await other.close()
 
 
 async def test_only_one_session_runs_retention(conn: asyncpg.Connection, database: Database) -> None:

@@ -72,7 +72,8 @@ class RetentionConfig(StrictModel):
         default=2.0, gt=0, le=600, description="a batch or chunk gives up (and the run ends) when it waits "
         "longer than this for a lock")
     statement_timeout: Duration = Field(
-        default=300.0, gt=0, description="a single batch or chunk statement is cancelled after this")
+        default=1800.0, gt=0, description="a single statement of a run (a batch, 1/24 of a chunk) is cancelled "
+        "after this")
 
     @model_validator(mode="after")
     def _ages_make_sense(self) -> RetentionConfig:

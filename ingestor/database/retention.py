@@ -3,11 +3,13 @@ archived readings older than ``archive`` are deleted, with the cheapest mechanis
 
 * **TimescaleDB** (both editions): whole chunks.  For each chunk of ``fact_sensor_event`` that ends before the
   cutoff, oldest first, one transaction locks the chunk against writers (``SHARE ROW EXCLUSIVE``: readers go
-  on), copies its rows into the archive reading *through the hypertable* over the chunk's time range (so a
-  compressed chunk is decompressed on the way, on the full edition), and drops exactly that chunk with
+  on), copies its rows into the archive reading *through the hypertable* over the chunk's time range, in
+  :data:`CHUNK_SLICES` statements (so a compressed chunk is decompressed on the way, on the full edition), and
+  drops exactly that chunk with
   ``drop_chunks(older_than => end, newer_than => start)``.  A chunk that still holds readings newer than the
   cutoff stays until it is wholly older: on TimescaleDB a reading is kept up to one chunk interval (1 day)
-  longer than ``raw``.
+  longer than ``raw``.  A late reading for the chunk being archived (a months-old backlog) waits for that
+  transaction.
 * **Plain PostgreSQL**: batches of ``batch_rows`` rows, one short transaction each: ``DELETE … WHERE ctid =
   ANY(…LIMIT n) RETURNING`` feeding an ``INSERT INTO …_archive`` in the same statement.  The old readings are
   walked in time slices (found through the BRIN index on ``event_ts``) whose width adapts so that a slice holds
@@ -27,6 +29,8 @@ another session holds it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,11 +39,15 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from ingestor.database.config import RetentionConfig
+from ingestor.database.connection import CONNECTION_ERRORS
 from ingestor.database.schema import Tier, detect_tier
 
 RETENTION_LOCK_KEY = 0x5245_5445_4E54_494F  # "RETENTIO": pg_try_advisory_lock key of the retention job
 """The session advisory lock one retention run holds; any tool that moves or deletes sensor data in bulk can
 take it too (``SELECT pg_advisory_lock(5928237141146749263)``) to keep the daemons' retention away meanwhile."""
+
+CHUNK_SLICES = 24
+"""A chunk is copied to the archive in this many statements (hours of a 1-day chunk), one transaction."""
 
 HOT = "fact_sensor_event"
 ARCHIVE = "fact_sensor_event_archive"
@@ -100,12 +108,18 @@ async def run_retention(conn: asyncpg.Connection, config: RetentionConfig, *, no
         if config.archive is not None:
             report.archive_cutoff = now - timedelta(seconds=config.archive)
             await _batches(conn, config, report, ARCHIVE, report.archive_cutoff, inside, on_progress, move=False)
+    except asyncio.CancelledError:
+        # Stopped mid-statement (the daemon shuts down): the connection is in an unknown state, so close it;
+        # the server rolls the open batch back and releases the lock with the session.
+        conn.terminate()
+        raise
     finally:
         report.seconds = time.monotonic() - started
         if not conn.is_closed():
-            await conn.execute("SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, "
-                               "false), pg_advisory_unlock($3)", previous["lock"], previous["statement"],
-                               RETENTION_LOCK_KEY)
+            with contextlib.suppress(*CONNECTION_ERRORS):  # a lost session has released the lock already
+                    await conn.execute(
+                    "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false), "
+                    "pg_advisory_unlock($3)", previous["lock"], previous["statement"], RETENTION_LOCK_KEY)
     return report
 
 
@@ -140,10 +154,16 @@ async def _move_chunks(conn: asyncpg.Connection, config: RetentionConfig, report
             # Writers wait (a late reading for a months-old day is rare); readers of the chunk go on.  The
             # lock is what makes "copied" and "dropped" the same set of rows.
             await conn.execute(f"LOCK TABLE {qualified} IN SHARE ROW EXCLUSIVE MODE")
-            status = await conn.execute(
-                f"INSERT INTO {ARCHIVE} ({COLUMNS}) SELECT {COLUMNS} FROM {HOT} "
-                "WHERE event_ts >= $1 AND event_ts < $2", chunk["range_start"], chunk["range_end"])
-            moved = int(status.rsplit(" ", 1)[1])
+            # In CHUNK_SLICES statements, so that statement_timeout bounds a slice, not a whole day.
+            moved = 0
+            start, end = chunk["range_start"], chunk["range_end"]
+            step = (end - start) / CHUNK_SLICES
+            for i in range(CHUNK_SLICES):
+                low, high = start + step * i, (end if i == CHUNK_SLICES - 1 else start + step * (i + 1))
+                status = await conn.execute(
+                    f"INSERT INTO {ARCHIVE} ({COLUMNS}) SELECT {COLUMNS} FROM {HOT} "
+                    "WHERE event_ts >= $1 AND event_ts < $2", low, high)
+                moved += int(status.rsplit(" ", 1)[1])
             dropped = await conn.fetch(
                 "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz, newer_than => $3::timestamptz)",
                 HOT, chunk["range_end"], chunk["range_start"])
