@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,12 +19,14 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from ingestor.cli.check import summary
+from ingestor.config import load_config
 from ingestor.database.config import DatabaseConfig, RetentionConfig
 from ingestor.database.retention import RETENTION_LOCK_KEY, run_retention
 from ingestor.database.schema import apply_schema
 from ingestor.service.retention import RetentionTask
 
-from .conftest import Database
+from .conftest import REPO, Database
 from .helpers import async_wait_until
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -267,11 +270,22 @@ def test_retention_settings_are_checked_at_load() -> None:
     assert not RetentionConfig().enabled and DatabaseConfig().retention == RetentionConfig()
     for values, message in (
         ({"raw": 90}, "must be at least 1d (a bare number is seconds: write 90d"),
-        ({"raw": "90d", "archive": "30d"}, "retention.archive (30d) must be longer than retention.raw (90d)"),
-        ({"archive": "2y"}, "retention.archive needs retention.raw"),
+        ({"raw": "90d", "archive": "30d"}, "archive (30d) must be longer than raw (90d)"),
+        ({"archive": "2y"}, "archive needs raw"),
         ({"raw": "90 days"}, "expected a duration"),
         ({"raw": "90d", "batch_rows": 10}, "greater than or equal to 100"),
         ({"raw": "90d", "keep": "1y"}, "Extra inputs are not permitted"),
     ):
         with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
             RetentionConfig.model_validate(values)
+
+
+def test_check_config_says_what_retention_does(tmp_path: Path) -> None:
+    example = (REPO / "config" / "generate-demo.yaml").read_text()
+    path = tmp_path / "config.yaml"
+    path.write_text(example.replace("    sensor_5min_avg: 1m\n",
+                                    "    sensor_5min_avg: 1m\n  retention: {raw: 90d, archive: 2y, interval: 6h}\n", 1))
+    assert "  retention:  readings archived at 90 days, deleted at 730 days; a run every 21600 s" in summary(
+        load_config(path), path)
+    assert "  retention:  off (every reading stays in fact_sensor_event)" in summary(
+        load_config(REPO / "config" / "generate-demo.yaml"), path)

@@ -80,14 +80,14 @@ class RetentionConfig(StrictModel):
         # A bare number is seconds: "raw: 90" would archive everything older than a minute and a half.
         if self.raw is not None and self.raw < DAY:
             raise ValueError(
-                f"retention.raw is {_days(self.raw)} but must be at least 1d (a bare number is seconds: "
+                f"raw is {_days(self.raw)} but must be at least 1d (a bare number is seconds: "
                 "write 90d for 90 days)")
         if self.archive is not None:
             if self.raw is None:
-                raise ValueError("retention.archive needs retention.raw: without it nothing is ever archived")
+                raise ValueError("archive needs raw: without it nothing is ever archived")
             if self.archive <= self.raw:
                 raise ValueError(
-                    f"retention.archive ({_days(self.archive)}) must be longer than retention.raw "
+                    f"archive ({_days(self.archive)}) must be longer than raw "
                     f"({_days(self.raw)}): both are ages of the reading, and the archive holds the readings "
                     "between the two")
         return self
