@@ -14,6 +14,10 @@ turns it off) on a connection of its own and
 * logs a warning when a job starts failing (with its error) and an info line when it recovers: once per change,
   not at every check.
 
+A job that the Apache edition refuses by its licence (:mod:`ingestor.database.jobs`) is no failure the operator
+can act on: it is listed under ``unsupported`` in ``/readyz`` and logged once at info level, and neither makes
+the daemon degraded nor sets ``ingestor_timescaledb_job_failing``.
+
 On a database without TimescaleDB there is nothing to watch; it checks again at each interval, in case the
 extension is created later.
 """
@@ -90,6 +94,9 @@ class JobMonitor:
                  "total_failures": job.total_failures, "last_error": _error(job),
                  "last_error_code": job.last_error_code}
                 for job in self.failing]
+            status["unsupported"] = [
+                {"job_id": job.job_id, "proc": job.proc, "last_error": _error(job)}
+                for job in self.jobs.values() if job.unsupported]
         if self.last_error is not None:
             status["last_error"] = self.last_error
         return status
@@ -121,6 +128,9 @@ class JobMonitor:
             elif was_failing and not job.failing:
                 log.info("TimescaleDB background job recovered", job_id=job_id, proc=job.proc,
                          last_run_status=job.last_run_status)
+            if job.unsupported and not (old_job is not None and old_job.unsupported):
+                log.info("TimescaleDB background job refused by the Apache edition's licence", job_id=job_id,
+                         proc=job.proc, error=_error(job))
             JOB_FAILING.labels(str(job_id), job.proc).set(1 if job.failing else 0)
             JOB_FAILURES.labels(str(job_id), job.proc).set(job.total_failures)
         self.jobs = current
