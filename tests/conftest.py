@@ -15,8 +15,10 @@ something answers on 127.0.0.1:5434, and when nothing does the tier is left out 
 tests/test_timescaledb_full.py reports one skip with the reason (``INGESTOR_TEST_TSDB_FULL_SKIP``, set by
 test.sh, says why it was not built).
 
-Every ``database`` test runs on all three tiers: the third adds about 80 s to the suite (measured, see the
-README's "Tests"), well inside CI's budget, so no module is left out.
+Every ``database`` test runs on all three tiers: the third adds about 80 s to the suite (the database tests
+with ``-k timescaledb_full --durations=0``: 148 tests in 80 s, against 65 s for the Apache tier and 105 s for
+``-k postgres``, which also holds the postgres-only tests), which keeps the suite well inside CI's budget, so no
+module is left out (README, "Testing on full TimescaleDB").
 """
 
 from __future__ import annotations
