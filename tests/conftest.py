@@ -121,7 +121,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``database`` runs on every server of :data:`DATABASE_SERVERS`, unless the test chose its own."""
     own = any("database" in (m.args[0] if isinstance(m.args[0], (list, tuple)) else m.args[0].split(","))
               for m in metafunc.definition.iter_markers("parametrize"))
-    if "database" in metafunc.fixturenames and not own:  # a test may choose its servers itself
+    # a test may choose its servers itself, and a module may have a `database` fixture of its own (test_outages)
+    if "database" in metafunc.fixturenames and not own and "database" not in vars(metafunc.module):
         metafunc.parametrize("database", DATABASE_SERVERS, indirect=True, scope="module", ids=DATABASE_SERVERS)
 
 
