@@ -3,8 +3,8 @@
 Startup opens the spool (refusing to start when another process uses it), the HTTP endpoints, the spooler
 (queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant dimensions
 before its first commit, retrying while the database is down), one supervisor per enabled connector, the view
-refresher, the derivation of production and downtime facts (with the data-quality checks), and the live events
-(woken by each commit of the writer).
+refresher, the derivation of production and downtime facts (with the data-quality checks), the live events
+(woken by each commit of the writer) and the watch on TimescaleDB's background jobs.
 
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
@@ -47,6 +47,7 @@ from ingestor.pipeline.queue import ReadingQueue
 from ingestor.pipeline.spool import AsyncSpool, Spool, SpoolError, SpoolUnusable
 from ingestor.pipeline.spooler import Spooler
 from ingestor.pipeline.writer import SpoolWriter
+from ingestor.service.jobs import JobMonitor
 from ingestor.service.logs import configure_logging
 from ingestor.service.notify import ReadingRate, SystemdNotifier
 from ingestor.service.refresh import ViewRefresher
@@ -86,6 +87,8 @@ class Daemon:
                 self.queue.sink_for(c.name), c.reconnect)
             for c in config.enabled_connectors()
         ]
+        self.jobs = JobMonitor(self.url, interval=config.database.timescaledb_jobs_check,
+                               connect_timeout=config.database.connect_timeout, schema_ready=self.schema_ready)
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
         metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
         self.health: ApiServer | None = None
@@ -121,8 +124,11 @@ class Daemon:
     def status(self) -> tuple[bool, dict[str, Any]]:
         spool = self.spool.spool
         ready = self.writer.connected and self.schema_ready.is_set()
+        # Failing TimescaleDB jobs make the daemon degraded, not unready: readings are still written
+        # (ingestor/service/jobs.py says why).
         return ready, {
             "instance_id": self.config.instance_id,
+            "degraded": self.jobs.degraded(),
             "database": {"connected": self.writer.connected, "schema_ready": self.schema_ready.is_set(),
                          "watermark": self.writer.watermark, "last_error": self.writer.last_error},
             "queue": {"readings": len(self.queue), "capacity": self.queue.capacity},
@@ -131,6 +137,7 @@ class Daemon:
                       "limit_bytes": self.config.pipeline.spool_max_bytes},
             "connectors": {s.name: {**s.status(), "readings_received": self.queue.received.get(s.name, 0)}
                            for s in self.supervisors},
+            "timescaledb_jobs": self.jobs.status(),
         }
 
     def tags(self) -> list[dict[str, Any]]:
@@ -192,6 +199,7 @@ class Daemon:
                                    self.config.instance_id, self.url, self.schema_ready, on_derived=self.live.derived,
                                    on_quality=self.live.quality_checked).run(), name="derivation")
                 stack.push_async_callback(stop_task, derivation)
+                stack.push_async_callback(stop_task, asyncio.create_task(self.jobs.run(), name="timescaledb-jobs"))
                 stack.push_async_callback(stop_task, asyncio.create_task(self.live.run(), name="live-events"))
                 connectors = [asyncio.create_task(s.run(), name=f"connector-{s.name}") for s in self.supervisors]
                 stack.callback(self.systemd.close)
