@@ -34,6 +34,9 @@ log = get_logger(__name__)
 CONNECTOR_STATE = Gauge(
     "ingestor_connector_state", "1 for the connector's current state", ["connector", "state"])
 CONNECTOR_CONNECTS = Counter("ingestor_connector_connects_total", "Successful connects", ["connector"])
+CONNECTOR_STARTS = Counter(
+    "ingestor_connector_starts_total", "Times the connector's supervisor was started (at startup, and when a "
+    "reload started or restarted it)", ["connector"])
 CONNECTOR_FAILURES = Counter(
     "ingestor_connector_failures_total", "Failed connects and lost links", ["connector"])
 
@@ -90,6 +93,7 @@ class ConnectorSupervisor:
         self._delays = backoff_delays(self._reconnect)
 
     async def run(self) -> None:
+        CONNECTOR_STARTS.labels(self.name).inc()
         self._delays = backoff_delays(self._reconnect)
         loop = asyncio.get_running_loop()
         try:
