@@ -11,6 +11,7 @@ none twice, and no connector was started more often than its own configuration c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -334,7 +335,7 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
         WHERE e.equipment_code = 'PRESS-01' ORDER BY f.parameter, f.event_ts""")
     assert len(press) == len({(row[0], row[1]) for row in press})
     stamps = [row[1] for row in press if row[0] == "state"]
-    gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
     assert stamps and max(gaps) < 2.0, max(gaps)
     final = daemon.events("ingestor stopped")[-1]
     total = query(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event")[0][0]
@@ -343,3 +344,123 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
     # each rejected reload logged its problem as check-config prints it, and changed nothing
     problems = [line["problem"] for line in daemon.events("configuration problem")]
     assert len(problems) == invalid and all("equipment" in p and "NOPE-9" in p for p in problems), problems
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write the file as an editor that saves atomically does: a new file renamed over the old one."""
+    new = path.with_suffix(".new")
+    new.write_text(text)
+    new.rename(path)
+
+
+PLANT_WITH_G2 = PLANT + "                - {code: G2, name: Generated 2}\n"
+
+
+def test_watch_picks_up_an_edit_syncs_new_equipment_and_rejects_a_bad_edit_as_check_config_does(
+        fresh_database: Database, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    watch = "reload: {watch: true, interval: 200ms}\n"
+    first = _yaml(dsn=fresh_database.dsn, port=port, spool=tmp_path / "spool", connectors=generate_connector("a"),
+                  extra=watch)
+    config.write_text(first)
+    daemon = Daemon(config, tmp_path)
+    try:
+        wait_until(lambda: daemon.running() and connector_state(port, "a") == "connected", 30, "connector a")
+        # a new machine and a connector for it, saved the way editors do (rename over the file)
+        second = _yaml(dsn=fresh_database.dsn, port=port, spool=tmp_path / "spool", plant=PLANT_WITH_G2,
+                       extra=watch, connectors=generate_connector("a") + generate_connector("b").replace(
+                           "equipment: G1", "equipment: G2"))
+        _replace(config, second)
+        applied = wait_until(lambda: daemon.events("reload applied"), 20, "the watched edit applied")[0]
+        assert (applied["restarted"], applied["started"], applied["stopped"]) == ([], ["b"], [])
+        assert "plant" in applied["changed"]
+        # the dimensions were synced live: G2's readings reach fact_sensor_event (not the dead letters)
+        wait_until(lambda: query(fresh_database.dsn, """
+            SELECT count(*) FROM fact_sensor_event f JOIN dim_equipment e USING (equipment_id)
+            WHERE e.equipment_code = 'G2'""")[0][0] >= 3, 20, "readings of the new machine G2")
+        assert metric(port, 'ingestor_config_reloads_total{result="applied"}') == 1
+        assert metric(port, "ingestor_config_last_reload_success_timestamp_seconds") > 0
+
+        # an edit in place with mistakes: rejected, each problem logged as check-config prints it
+        bad = second.replace("interval: 100ms", "intervall: 100ms", 1).replace("equipment: G2", "equipment: G3")
+        config.write_text(bad)
+        wait_until(lambda: daemon.events("reload rejected: the file is invalid; the running configuration stays"),
+                   20, "the bad edit rejected")
+        check = subprocess.run([sys.executable, "-m", "ingestor", "check-config", str(config)], cwd=REPO,
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert check.returncode == 2
+        printed = [line for line in check.stderr.splitlines() if not line.endswith("nothing was started")]
+        logged = [line["problem"] for line in daemon.events("configuration problem")]
+        assert logged == printed and len(logged) == 2, (logged, check.stderr)
+        assert any("intervall" in line for line in logged) and any("G3" in line for line in logged)
+        # nothing changed: both connectors still run, G2 still gets readings
+        assert metric(port, 'ingestor_config_reloads_total{result="rejected"}') == 1
+        assert metric(port, 'ingestor_connector_starts_total{connector="a"}') == 1
+        assert metric(port, 'ingestor_connector_starts_total{connector="b"}') == 1
+        assert connector_state(port, "b") == "connected"
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_restart_only_settings_are_named_and_kept_and_systemd_hears_of_the_reload(
+        fresh_database: Database, tmp_path: Path) -> None:
+    port, other_port = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(_yaml(dsn=fresh_database.dsn, port=port, spool=tmp_path / "spool",
+                            connectors=generate_connector("a")))
+    notify = NotifySocket()
+    daemon = Daemon(config, tmp_path, env={"NOTIFY_SOCKET": notify.env})
+    try:
+        wait_until(lambda: daemon.running() and notify.seen("READY=1"), 30, "READY=1")
+        changed = _yaml(dsn=fresh_database.dsn + "_elsewhere", port=other_port, spool=tmp_path / "other-spool",
+                        connectors=generate_connector("a", parameter="pressure")).replace(
+                            "instance_id: test-reload", "instance_id: another-name")
+        config.write_text(changed)
+        outcome = daemon.hangup_and_wait()
+        assert outcome["event"] == "reload applied" and outcome["restarted"] == ["a"], outcome
+        warning = [line for line in daemon.lines() if str(line.get("event", "")).startswith("needs a restart: ")]
+        assert len(warning) == 1, daemon.lines()
+        assert set(warning[0]["settings"]) == {"instance_id", "database.url", "http.listen", "pipeline.spool_dir"}
+        assert warning[0]["event"].startswith("needs a restart: instance_id, database.url, pipeline.spool_dir, ")
+        # still the old address, the old spool, the old database; the connector change is live
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        with pytest.raises(OSError):
+            http_get(f"http://127.0.0.1:{other_port}/healthz", timeout=1)
+        assert not (tmp_path / "other-spool").exists()
+        wait_until(lambda: query(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event "
+                                 "WHERE parameter = 'pressure'")[0][0] >= 3, 20, "the changed tag's readings")
+        # systemd's reload protocol: RELOADING=1 with the monotonic clock in one datagram, then READY=1
+        reloading = wait_until(lambda: notify.seen("RELOADING=1"), 10, "RELOADING=1")
+        with notify._lock:
+            datagrams = [(at, message) for at, message in notify.messages]
+        stamped = [message for _, message in datagrams if message.startswith("RELOADING=1")]
+        assert len(stamped) == 1 and "\nMONOTONIC_USEC=" in stamped[0], stamped
+        usec = int(stamped[0].split("MONOTONIC_USEC=")[1].split("\n")[0])
+        assert abs(usec / 1e6 - time.monotonic()) < 60
+        wait_until(lambda: [at for at, _ in notify.seen("READY=1") if at >= reloading[0][0]], 10,
+                   "READY=1 after the reload")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        notify.close()
+
+
+def test_the_watcher_looks_at_content_not_at_timestamps(tmp_path: Path) -> None:
+    from ingestor.service.watch import FileWatcher
+
+    path = tmp_path / "config.yaml"
+    path.write_text("a: 1\n")
+    watcher = FileWatcher(path)
+    assert not watcher.changed()
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))   # touched, same content
+    assert not watcher.changed()
+    path.write_text("a: 2\n")
+    assert watcher.changed()
+    assert not watcher.changed()
+    path.unlink()   # an editor's rename in progress: not a change
+    assert not watcher.changed()
+    path.write_text("a: 2\n")
+    assert not watcher.changed()
