@@ -13,9 +13,16 @@ stops at once and says how many readings wait in the spool: it is durable, and w
 second signal exits at once; the spool is consistent at any instant, so even then nothing acknowledged is
 lost.
 
+SIGHUP (and, with ``reload.watch``, an edit of the file) reloads the configuration: the file is validated first
+(a bad file changes nothing; each problem is logged as ``check-config`` prints it), then the difference is
+applied (:mod:`ingestor.daemon.reload`): only the connectors whose configuration changed are stopped (as the
+drain stops them: an MQTT connector waits for its readings to be durable) and started again, new ones started,
+removed ones stopped; a changed plant is synced to the database by the writer; the queue, the spool and the
+writer are never touched.  Settings that need a restart are named in the log and kept.
+
 Under systemd (``Type=notify``) the daemon says READY=1 once the schema is ready, STATUS= every few seconds,
-WATCHDOG=1 from its loop when ``WatchdogSec=`` is set and STOPPING=1 when the drain begins
-(:mod:`ingestor.service.notify`).
+WATCHDOG=1 from its loop when ``WatchdogSec=`` is set, RELOADING=1 and READY=1 around a reload, and STOPPING=1
+when the drain begins (:mod:`ingestor.service.notify`).
 """
 
 from __future__ import annotations
