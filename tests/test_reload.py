@@ -464,3 +464,63 @@ def test_the_watcher_looks_at_content_not_at_timestamps(tmp_path: Path) -> None:
     assert not watcher.changed()
     path.write_text("a: 2\n")
     assert not watcher.changed()
+
+
+def _config(**changes: Any) -> Any:
+    from ingestor.config.model import IngestorConfig
+
+    data: dict[str, Any] = {
+        "instance_id": "one",
+        "plant": {"sites": [{"code": "S1", "name": "Site", "timezone": "UTC", "areas": [{"code": "A1", "name": "A",
+                  "work_centers": [{"code": "W1", "name": "W", "equipment": [{"code": "G1", "name": "G"}]}]}]}]},
+        "connectors": [
+            {"type": "generate", "name": "a", "tags": [{"equipment": "G1", "parameter": "x", "signal": "sine"}]},
+            {"type": "generate", "name": "b", "tags": [{"equipment": "G1", "parameter": "y", "signal": "sine"}]},
+        ],
+    }
+    for key, value in changes.items():
+        data[key] = value
+    return IngestorConfig.model_validate(data)
+
+
+def test_a_plan_names_what_changes_and_keeps_what_needs_a_restart() -> None:
+    from ingestor.daemon.reload import plan_reload
+
+    running = _config()
+    assert not plan_reload(running, _config()).applies_something
+    connectors = running.model_dump(mode="json")["connectors"]
+    connectors[0]["interval"] = 2.0                                  # a changed
+    connectors[1]["enabled"] = False                                 # b disabled
+    connectors.append({"type": "generate", "name": "c", "tags": [     # c new
+        {"equipment": "G1", "parameter": "z", "signal": "sine"}]})
+    plan = plan_reload(running, _config(connectors=connectors, instance_id="two",
+                                        database={"url": "postgresql://elsewhere/db", "apply_schema": False},
+                                        pipeline={"spool_dir": "/tmp/other", "batch_rows": 10},
+                                        logging={"level": "debug"}))
+    assert (plan.restart, plan.start, plan.stop) == (["a"], ["c"], ["b"])
+    assert plan.needs_restart == ["instance_id", "database.apply_schema", "database.url", "pipeline.batch_rows",
+                                  "pipeline.spool_dir"]
+    assert plan.logging and not plan.plant and not plan.derivation
+    # what the daemon runs with: the new connectors and logging, the running instance, database and pipeline
+    assert plan.config.instance_id == "one" and plan.config.database == running.database
+    assert plan.config.pipeline == running.pipeline and plan.config.logging.level == "debug"
+    assert [c.name for c in plan.config.enabled_connectors()] == ["a", "c"]
+    # enabling b again starts it; the plant's change is seen
+    plant = running.model_dump(mode="json")["plant"]
+    plant["sites"][0]["areas"][0]["work_centers"][0]["equipment"].append({"code": "G2", "name": "G2"})
+    again = plan_reload(plan.config, _config(plant=plant))
+    assert (again.restart, again.start, again.stop) == (["a"], ["b"], ["c"])
+    assert again.plant and not again.needs_restart
+
+
+def test_new_equipment_restarts_only_the_connectors_that_learn_equipment_from_the_traffic() -> None:
+    from ingestor.daemon.reload import plan_reload
+
+    templated = {"type": "mqtt", "name": "m", "subscriptions": [{"topic": "plant/{equipment}/{parameter}"}]}
+    running = _config(connectors=[*_config().model_dump(mode="json")["connectors"], templated])
+    plant = running.model_dump(mode="json")["plant"]
+    plant["sites"][0]["areas"][0]["work_centers"][0]["equipment"].append({"code": "G2", "name": "G2"})
+    new = _config(plant=plant, connectors=running.model_dump(mode="json")["connectors"])
+    assert plan_reload(running, new).restart == ["m"]
+    plant["sites"][0]["areas"][0]["work_centers"][0]["equipment"][0]["name"] = "renamed"  # codes as they were
+    assert plan_reload(new, _config(plant=plant, connectors=running.model_dump(mode="json")["connectors"])).restart == []

@@ -3,7 +3,9 @@
 :func:`plan_reload` compares the two section by section and says what the daemon must do:
 
 * ``connectors:`` by name: a connector whose configuration differs in any way is restarted, a new (or newly
-  enabled) one started, a removed (or disabled) one stopped; the others are not touched.
+  enabled) one started, a removed (or disabled) one stopped; the others are not touched, except a connector
+  that learns equipment from the traffic (an MQTT subscription with a topic template): it checks codes against
+  the plant it was built with, so a change of the plant's equipment or unit codes restarts it.
 * ``plant:`` changed: the dimensions are synced to the database (by the writer, between two commits) and the
   derivation and live events start again with the new plant (both rebuild their state from the database).
 * ``derivation:`` / ``events:`` changed: those two tasks start again with the new settings.
@@ -48,6 +50,11 @@ def changed_fields(old: Any, new: Any, path: str) -> list[str]:
     return [] if old == new else [path]
 
 
+def _codes(config: IngestorConfig) -> tuple[set[str], set[str]]:
+    """The plant's equipment and unit codes: what connectors that learn equipment from the traffic check."""
+    return {e.code for *_, e in config.plant.equipment()}, {u.code for u in config.plant.units}
+
+
 def _by_name(config: IngestorConfig) -> dict[str, ConnectorConfig]:
     return {c.name: c for c in config.enabled_connectors()}
 
@@ -83,11 +90,13 @@ def plan_reload(running: IngestorConfig, new: IngestorConfig) -> ReloadPlan:
                      for path in changed_fields(old_dump.get(section), new_dump.get(section), section)]
     effective = new.model_copy(update={section: getattr(running, section) for section in RESTART_ONLY})
     before, after = _by_name(running), _by_name(new)
+    codes_changed = _codes(running) != _codes(new)
     return ReloadPlan(
         config=effective,
         needs_restart=needs_restart,
-        restart=[name for name in after if name in before
-                 and after[name].model_dump(mode="json") != before[name].model_dump(mode="json")],
+        restart=[name for name in after if name in before and (
+            after[name].model_dump(mode="json") != before[name].model_dump(mode="json")
+            or (codes_changed and after[name].learns_equipment()))],
         start=[name for name in after if name not in before],
         stop=[name for name in before if name not in after],
         plant=old_dump["plant"] != new_dump["plant"],
