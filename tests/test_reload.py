@@ -155,7 +155,7 @@ class Daemon:
         return [line for line in self.lines() if line.get("event") in ("reload applied", "reload: nothing to apply")
                 or str(line.get("event", "")).startswith("reload rejected")]
 
-    def hangup_and_wait(self, timeout: float = 20) -> dict[str, Any]:
+    def hangup_and_wait(self, timeout: float = 30) -> dict[str, Any]:
         before = len(self.reload_outcomes())
         self.process.send_signal(signal.SIGHUP)
         return wait_until(lambda: (lambda o: o[before] if len(o) > before else None)(self.reload_outcomes()),
@@ -198,6 +198,12 @@ def query(dsn: str, sql: str) -> list[asyncpg.Record]:
         finally:
             await conn.close()
     return asyncio.run(run())
+
+
+def count(dsn: str, sql: str) -> int:
+    """``SELECT count(*) …``; 0 while the daemon has not created the schema yet."""
+    rows = query(dsn, sql)
+    return int(rows[0][0]) if rows else 0
 
 
 class Publisher:
@@ -318,8 +324,8 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
             assert metric(http_port, "ingestor_config_last_reload_success_timestamp_seconds") > time.time() - 120
 
             sent = publisher.finish()
-            wait_until(lambda: query(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event "
-                                     "WHERE parameter = 'seq'")[0][0] >= sent, 30, "every sequence number written")
+            wait_until(lambda: count(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event "
+                                     "WHERE parameter = 'seq'") >= sent, 30, "every sequence number written")
             assert daemon.stop() == 0
         finally:
             if publisher._thread.is_alive():
@@ -376,9 +382,9 @@ def test_watch_picks_up_an_edit_syncs_new_equipment_and_rejects_a_bad_edit_as_ch
         assert (applied["restarted"], applied["started"], applied["stopped"]) == ([], ["b"], [])
         assert "plant" in applied["changed"]
         # the dimensions were synced live: G2's readings reach fact_sensor_event (not the dead letters)
-        wait_until(lambda: query(fresh_database.dsn, """
+        wait_until(lambda: count(fresh_database.dsn, """
             SELECT count(*) FROM fact_sensor_event f JOIN dim_equipment e USING (equipment_id)
-            WHERE e.equipment_code = 'G2'""")[0][0] >= 3, 20, "readings of the new machine G2")
+            WHERE e.equipment_code = 'G2'""") >= 3, 20, "readings of the new machine G2")
         assert metric(port, 'ingestor_config_reloads_total{result="applied"}') == 1
         assert metric(port, "ingestor_config_last_reload_success_timestamp_seconds") > 0
 
@@ -429,8 +435,8 @@ def test_restart_only_settings_are_named_and_kept_and_systemd_hears_of_the_reloa
         with pytest.raises(OSError):
             http_get(f"http://127.0.0.1:{other_port}/healthz", timeout=1)
         assert not (tmp_path / "other-spool").exists()
-        wait_until(lambda: query(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event "
-                                 "WHERE parameter = 'pressure'")[0][0] >= 3, 20, "the changed tag's readings")
+        wait_until(lambda: count(fresh_database.dsn, "SELECT count(*) FROM fact_sensor_event "
+                                 "WHERE parameter = 'pressure'") >= 3, 20, "the changed tag's readings")
         # systemd's reload protocol: RELOADING=1 with the monotonic clock in one datagram, then READY=1
         reloading = wait_until(lambda: notify.seen("RELOADING=1"), 10, "RELOADING=1")
         with notify._lock:
