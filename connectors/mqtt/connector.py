@@ -20,7 +20,9 @@ Acknowledgment (at-least-once, ack after durable)
     the connection is lost, acks still owed are abandoned (counted) and the broker redelivers those messages
     on the persistent session, so a reconnect can produce duplicates, never losses.  On a graceful stop,
     :meth:`close` first waits (``drain_timeout``) for what it handed to the pipeline to become durable and
-    acknowledged, so a daemon restart normally produces no duplicates.
+    acknowledged, and then for one round trip behind the last acknowledgment (so the broker has processed
+    them before a connector restarted by a reload, with the same client id, takes the session over), so a
+    daemon restart or a reload normally produces no duplicates.
 
 Backpressure
     ``sink.put`` waits while the pipeline is full; the network loop never waits for it.  Received messages
