@@ -284,7 +284,7 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
                 (False, False, False), (False, False, True), (True, True, False), (True, True, False),
                 (False, True, False), (True, False, True), (True, False, False), (False, False, False),
                 (False, True, False), (True, True, False), (True, True, True), (False, False, False),
-                (True, False, False), (True, True, False), (False, True, True), (False, True, False),
+                (True, False, False), (True, True, False), (False, True, True), (False, False, False),
             ]
             assert len(steps) == 20
             state = (False, False)
@@ -317,6 +317,9 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
             assert metric(http_port, 'ingestor_connector_connects_total{connector="press"}') == 1
             assert metric(http_port, 'ingestor_connector_starts_total{connector="line"}') == expected_starts["line"]
             assert metric(http_port, 'ingestor_connector_starts_total{connector="gen"}') == expected_starts["gen"]
+            # gen is stopped now: its state series left /metrics with it
+            assert not state[1]
+            assert 'ingestor_connector_state{connector="gen"' not in http_get(f"http://127.0.0.1:{http_port}/metrics")[1]
             invalid = sum(1 for *_, bad in steps if bad)
             assert metric(http_port, 'ingestor_config_reloads_total{result="rejected"}') == invalid
             assert metric(http_port, 'ingestor_config_reloads_total{result="applied"}') + metric(

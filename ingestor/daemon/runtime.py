@@ -252,13 +252,14 @@ class Daemon:
         task = asyncio.create_task(supervisor.run(), name=f"connector-{supervisor.name}")
         self._connectors[supervisor.name] = (supervisor, task)
 
-    async def _stop_connectors(self, names: list[str]) -> None:
+    async def _stop_connectors(self, names: list[str]) -> list[ConnectorSupervisor]:
         """Stop connectors as the drain does: each closes gracefully (an MQTT connector waits for what it
         handed to the pipeline to be durable and acknowledged); the queue, spooler and writer go on."""
-        tasks = [self._connectors.pop(name)[1] for name in names if name in self._connectors]
-        for task in tasks:
+        stopping = [self._connectors.pop(name) for name in names if name in self._connectors]
+        for _, task in stopping:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(task for _, task in stopping), return_exceptions=True)
+        return [supervisor for supervisor, _ in stopping]
 
     def _start_derived(self) -> None:
         """The derivation and the live events, with the plant and settings of ``self.config``."""
@@ -356,7 +357,9 @@ class Daemon:
 
     async def _apply(self, plan: ReloadPlan, built: list[ConnectorSupervisor]) -> None:
         self.config = plan.config
-        await self._stop_connectors([*plan.stop, *plan.restart])
+        for removed in await self._stop_connectors([*plan.stop, *plan.restart]):
+            if removed.name in plan.stop:
+                removed.forget()
         for supervisor in built:
             self._start_connector(supervisor)
         self.supervisors = [supervisor for supervisor, _ in self._connectors.values()]

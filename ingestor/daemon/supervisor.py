@@ -86,6 +86,14 @@ class ConnectorSupervisor:
         for each in ConnectorState:
             CONNECTOR_STATE.labels(self.name, str(each)).set(1 if each == state else 0)
 
+    def forget(self) -> None:
+        """The connector was removed by a reload: its state series leave /metrics (its counters stay)."""
+        for each in ConnectorState:
+            try:
+                CONNECTOR_STATE.remove(self.name, str(each))
+            except KeyError:
+                pass
+
     def _healthy(self) -> None:
         """The link made after failures stayed up for ``healthy_after``: it has recovered."""
         self._problems.recovered("link", "connector recovered", connector=self.name, after_failures=self.failures)
