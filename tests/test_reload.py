@@ -317,6 +317,14 @@ def test_twenty_reloads_during_mqtt_and_modbus_streams_lose_nothing_and_restart_
             assert metric(http_port, 'ingestor_connector_connects_total{connector="press"}') == 1
             assert metric(http_port, 'ingestor_connector_starts_total{connector="line"}') == expected_starts["line"]
             assert metric(http_port, 'ingestor_connector_starts_total{connector="gen"}') == expected_starts["gen"]
+            # the operator page shows what runs now: line's seq tag (its extra tag is gone), press, no gen
+            def tags() -> set[tuple[str, str]]:
+                status, body = http_get(f"http://127.0.0.1:{http_port}/api/status")
+                assert status == 200, body
+                return {(t["connector"], t["parameter"]) for t in json.loads(body)["tags"]}
+            assert not state[0]
+            wait_until(lambda: tags() == {("line", "seq"), ("press", "parts_total"), ("press", "state")}, 10,
+                       "the operator page's tags to be those running")
             # gen is stopped now: its state series left /metrics with it
             assert not state[1]
             assert 'ingestor_connector_state{connector="gen"' not in http_get(f"http://127.0.0.1:{http_port}/metrics")[1]

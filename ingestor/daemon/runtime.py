@@ -360,6 +360,10 @@ class Daemon:
         for removed in await self._stop_connectors([*plan.stop, *plan.restart]):
             if removed.name in plan.stop:
                 removed.forget()
+        for name in plan.stop:
+            self.queue.forget(name, removed=True)
+        for name in plan.restart:
+            self.queue.forget(name, removed=False)
         for supervisor in built:
             self._start_connector(supervisor)
         self.supervisors = [supervisor for supervisor, _ in self._connectors.values()]
