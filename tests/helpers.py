@@ -16,6 +16,7 @@ import asyncpg
 
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, Connector, ConnectorConfig
+from ingestor.database.schema import refresh_view, views_to_refresh
 
 T = TypeVar("T")
 
@@ -98,3 +99,13 @@ async def demo_plant(conn: asyncpg.Connection) -> None:
 
     await apply_schema(conn)
     await sync_dimensions(conn, load_config(DEMO_CONFIG).plant)
+
+
+async def refresh(conn: asyncpg.Connection, view: str) -> None:
+    """Bring one of the refreshable views up to date on any tier: a materialized view through the daemon's own
+    ``refresh_view``; ``sensor_5min_avg`` on full TimescaleDB is a continuous aggregate, materialized over its
+    whole range by ``refresh_continuous_aggregate`` (what its policy does in the background)."""
+    if view in await views_to_refresh(conn):
+        await refresh_view(conn, view)
+    else:
+        await conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")

@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from ingestor.database.schema import apply_schema
+from ingestor.database.schema import Tier, apply_schema
 
 from .conftest import REPO, Database
 from .helpers import free_port, http_get, run_on, wait_until
@@ -23,6 +24,7 @@ database:
   url: {dsn}
   refresh: {{view_oee_daily: 1s, view_reliability_summary: 1s, sensor_5min_avg: 1s}}
   retention: {{raw: 30d, archive: 1y}}
+  timescaledb_jobs_check: 1s
 plant:
   sites:
     - code: S1
@@ -77,8 +79,36 @@ async def _old_readings(conn: asyncpg.Connection) -> None:
                        "FROM generate_series(1, 100) g")
 
 
+FAILING_ACTION = """
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+CREATE PROCEDURE test_failing_action(job_id int, config jsonb) LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'test action refuses to run'; END $$;
+SELECT add_job('test_failing_action', INTERVAL '1 hour', initial_start => now());
+"""
+
+
+def _readyz(port: int) -> dict[str, Any]:
+    status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+    assert status == 200, body  # failing jobs leave the daemon ready (degraded)
+    ready: dict[str, Any] = json.loads(body)
+    return ready
+
+
+def _jobs(port: int, kind: str, expected: str) -> list[dict[str, Any]]:
+    """The jobs /readyz lists under ``kind`` (failing, unsupported), once one has ``expected`` in its error."""
+    jobs: list[dict[str, Any]] = _readyz(port)["timescaledb_jobs"].get(kind) or []
+    return jobs if any(expected in (job["last_error"] or "") for job in jobs) else []
+
+
 def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database: Database, tmp_path: Path) -> None:
+    # On the full edition a background job that fails: a user-defined action that raises.  The Apache edition
+    # may not add jobs; its own job-history retention job (job 3) fails at its first run, right after CREATE
+    # EXTENSION, because that edition's licence refuses it (TimescaleDB 2.19): listed as unsupported, not failing.
+    # Old readings for the retention job's first run.
     run_on(database.dsn, _old_readings)
+    if database.tier is Tier.TIMESCALEDB_FULL:
+        run_on(database.dsn, lambda conn: conn.execute(FAILING_ACTION))
+    job: dict[str, Any] = {}  # the failing job /readyz shows (TimescaleDB tiers)
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(dsn=database.dsn, port=port, spool=tmp_path / "spool"))
@@ -107,6 +137,35 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert 'ingestor_retention_rows_total{action="archived"} 100.0' in metrics
         assert 'ingestor_retention_runs_total{result="ok"} 1.0' in metrics
+        # failing TimescaleDB jobs: listed with their error in /readyz (still ready), and as metrics
+        if database.tier is Tier.POSTGRES:
+            wait_until(lambda: _readyz(port)["timescaledb_jobs"]["checked_at"], 20, "a check of the job stats")
+            assert _readyz(port)["timescaledb_jobs"]["timescaledb"] is False and _readyz(port)["degraded"] == []
+        elif database.tier is Tier.TIMESCALEDB_APACHE:
+            refused = wait_until(lambda: _jobs(port, "unsupported", "license"), 30, "job 3 refused in /readyz")
+            assert [j["job_id"] for j in refused] == [3]
+            ready = _readyz(port)
+            assert ready["degraded"] == [] and ready["timescaledb_jobs"]["failing"] == []
+            metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+            assert 'ingestor_timescaledb_job_failing{job_id="3",' in metrics
+            assert not [line for line in metrics.splitlines()
+                        if line.startswith("ingestor_timescaledb_job_failing{") and not line.endswith(" 0.0")]
+        else:
+            expected = "test action refuses to run"
+            failing = wait_until(lambda: _jobs(port, "failing", expected), 30, "the failing job in /readyz")
+            job = next(j for j in failing if expected in j["last_error"])
+            assert job["total_failures"] >= 1 and job["proc"]
+            ready = _readyz(port)
+            assert ready["ready"] is True
+            assert any(f"TimescaleDB job {job['job_id']} ({job['proc']}) failing" in r for r in ready["degraded"])
+            checked = ready["timescaledb_jobs"]["checked_at"]
+            wait_until(lambda: _readyz(port)["timescaledb_jobs"]["checked_at"] > checked, 20, "another check")
+            metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+            assert (f'ingestor_timescaledb_job_failing{{job_id="{job["job_id"]}",proc="{job["proc"]}"}} 1.0'
+                    in metrics)
+            assert f'ingestor_timescaledb_job_failures{{job_id="{job["job_id"]}",proc="{job["proc"]}"}}' in metrics
+            count = [line for line in metrics.splitlines() if line.startswith("ingestor_timescaledb_jobs_failing ")]
+            assert count and float(count[0].split()[1]) >= 1
         assert http_get(f"http://127.0.0.1:{port}/nothing")[0] == 404
         # the operator page's view: each tag's last reading, as the pipeline accepted it
         status, body = http_get(f"http://127.0.0.1:{port}/api/status")
@@ -134,3 +193,12 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
     assert not [line for line in lines if line.get("level") == "error"], log_path.read_text()
     runs = [line for line in lines if line["event"] == "retention run"]
     assert len(runs) == 1 and runs[0]["archived"] == 100 and runs[0]["deleted"] == 0
+    warned = [line["job_id"] for line in lines if line["event"] == "TimescaleDB background job failing"]
+    assert len(warned) == len(set(warned)), warned  # one warning per failing job, however many checks saw it
+    if database.tier is Tier.TIMESCALEDB_FULL:
+        assert next(line for line in lines if line["event"] == "TimescaleDB background job failing"
+                    and line["job_id"] == job["job_id"])["error"] == job["last_error"]
+    else:
+        assert warned == []
+    refused = [line for line in lines if "refused by the Apache edition" in line["event"]]
+    assert [line["job_id"] for line in refused] == ([3] if database.tier is Tier.TIMESCALEDB_APACHE else [])

@@ -47,6 +47,7 @@ from ingestor import cli
 from ingestor.config import ConfigError, load_config
 from ingestor.contract import ConnectionLost, Quality, Reading, now_us
 from ingestor.daemon.supervisor import ConnectorState, ConnectorSupervisor
+from ingestor.database.schema import Tier
 from ingestor.plant import DEFAULT_UNITS
 from simulators.opcua import OpcUaSimulator, SimulatorOptions
 from tests.helpers import build_connector
@@ -860,4 +861,8 @@ def test_the_example_configuration_ingests_the_simulator(database: Database, tmp
                 process.wait()
     text = (logs / "daemon.log").read_text()
     assert daemon.returncode == 0, text
+    if database.tier is Tier.TIMESCALEDB_FULL:
+        # on the full edition built for the tests every TimescaleDB background job fails (shared/vendor/README.md),
+        # and the daemon says so; that is the server's problem, not the example configuration's
+        text = "\n".join(line for line in text.splitlines() if '"TimescaleDB background job failing"' not in line)
     assert '"level": "error"' not in text and '"level": "warning"' not in text, text

@@ -21,7 +21,7 @@ from ingestor.database import queries
 from ingestor.database.schema import apply_schema, refresh_view
 
 from .conftest import Database
-from .helpers import run_on
+from .helpers import refresh, run_on
 
 AS_OF = datetime(2025, 6, 10, tzinfo=UTC)
 H = 3_600_000  # one hour in milliseconds
@@ -118,7 +118,7 @@ async def populate(conn: asyncpg.Connection) -> None:
         [(*row[:6], None if row[6] is None else Decimal(row[6])) for row in SCRAP])
     await sensor_readings(conn)
     await refresh_view(conn, "view_oee_daily")
-    await refresh_view(conn, "sensor_5min_avg")
+    await refresh(conn, "sensor_5min_avg")
 
 
 async def sensor_readings(conn: asyncpg.Connection) -> None:

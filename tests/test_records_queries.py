@@ -34,6 +34,7 @@ from ingestor.database.dimensions import sync_dimensions
 from ingestor.database.schema import apply_schema, refresh_view
 
 from .conftest import REPO, Database
+from .helpers import refresh
 
 AS_OF = datetime(2025, 6, 7, tzinfo=UTC)
 RECORDS = REPO / "config" / "records"
@@ -95,14 +96,14 @@ def plant(database: Database) -> Database:
                        ("scrap", "scrap-records.csv")):
         assert main(["import", kind, str(RECORDS / name), "--dsn", database.dsn]) == 0
 
-    async def refresh() -> None:
+    async def refresh_views() -> None:
         conn = await asyncpg.connect(database.dsn)
         try:
             await refresh_view(conn, "view_oee_daily")
-            await refresh_view(conn, "sensor_5min_avg")
+            await refresh(conn, "sensor_5min_avg")
         finally:
             await conn.close()
-    asyncio.run(refresh())
+    asyncio.run(refresh_views())
     return database
 
 

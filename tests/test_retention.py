@@ -1,5 +1,5 @@
-"""Retention (ingestor/database/retention.py, ingestor/service/retention.py) on both test tiers, with time-shifted
-readings: old readings leave fact_sensor_event and are in the archive exactly once, nothing newer is touched,
+"""Retention (ingestor/database/retention.py, ingestor/service/retention.py) on every test tier (on the full
+edition out of compressed chunks), with time-shifted readings: old readings leave fact_sensor_event and are in the archive exactly once, nothing newer is touched,
 archive rows past the archive age are deleted, a run that dies halfway loses and duplicates nothing, only one
 session runs at a time (advisory lock), COPY of new readings goes on while a batch or chunk transaction is
 open, and the daemon's task reports runs and failures in its metrics."""
@@ -23,7 +23,7 @@ from ingestor.cli.check import summary
 from ingestor.config import load_config
 from ingestor.database.config import DatabaseConfig, RetentionConfig
 from ingestor.database.retention import RETENTION_LOCK_KEY, run_retention
-from ingestor.database.schema import apply_schema
+from ingestor.database.schema import Tier, apply_schema
 from ingestor.service.retention import RetentionTask
 
 from .conftest import REPO, Database
@@ -84,6 +84,12 @@ async def test_old_readings_move_to_the_archive_and_old_archive_rows_go(conn: as
     old = {r for r in hot_before if r[2] < kept_from}
     archive_kept = await rows(conn, "fact_sensor_event_archive", "event_ts >= $1", ARCHIVE_CUTOFF)
     assert old and len(old) < len(hot_before) and archive_kept
+    if database.tier is Tier.TIMESCALEDB_FULL:  # archive out of compressed chunks: every chunk compressed first
+        compressed = await conn.fetchval(
+            "SELECT count(compress_chunk(c)) FROM show_chunks('fact_sensor_event') c")
+        assert compressed == 21 and await conn.fetchval(
+            "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'fact_sensor_event'")
 
     report = await run_retention(conn, settings(), now=NOW)
 

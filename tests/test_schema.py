@@ -1,5 +1,7 @@
-"""The analytics schema on plain PostgreSQL and TimescaleDB (Apache edition): what applying creates, that
-applying again changes nothing, tiers and skips, versions, the audit trail, the views and their refresh."""
+"""The analytics schema on plain PostgreSQL, TimescaleDB Apache and full TimescaleDB: what applying creates,
+that applying again changes nothing, tiers and skips, versions, the audit trail, the views and their refresh.
+What only the full edition has (compression, the continuous aggregate, their policies) is checked in
+tests/test_timescaledb_full.py."""
 
 from __future__ import annotations
 
@@ -147,7 +149,14 @@ LATEST = VERSIONS[-1]
 
 
 def expected_tier(db: Database) -> Tier:
-    return Tier.POSTGRES if db.server == "postgres" else Tier.TIMESCALEDB_APACHE
+    return db.tier
+
+
+def materialized_views(db: Database) -> set[str]:
+    """On full TimescaleDB sensor_5min_avg is a continuous aggregate (a view in pg_class), not one of these."""
+    if db.tier is Tier.TIMESCALEDB_FULL:
+        return MATERIALIZED_VIEWS - {"sensor_5min_avg"}
+    return MATERIALIZED_VIEWS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -161,12 +170,17 @@ def test_first_apply_records_every_migration_on_the_servers_tier(applied: Applie
     assert applied.first.tier is expected_tier(database)
 
 
-async def test_apply_creates_every_object(conn: asyncpg.Connection) -> None:
+async def test_apply_creates_every_object(conn: asyncpg.Connection, database: Database) -> None:
     relations = {r["relname"]: r["relkind"] for r in await conn.fetch(
         "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace")}
     assert {t for t in TABLES if relations.get(t) in ("r", "p")} == TABLES
-    assert {v for v in MATERIALIZED_VIEWS if relations.get(v) == "m"} == MATERIALIZED_VIEWS
-    assert DOCUMENT_INDEXES <= {name for name, kind in relations.items() if kind == "i"}
+    views = materialized_views(database)
+    assert {v for v in MATERIALIZED_VIEWS if relations.get(v) == "m"} == views
+    indexes = DOCUMENT_INDEXES
+    if database.tier is Tier.TIMESCALEDB_FULL:
+        assert relations["sensor_5min_avg"] == "v"  # the continuous aggregate's user view
+        indexes = DOCUMENT_INDEXES - {"idx_sensor_5min_avg_key"}  # TimescaleDB indexes its own table
+    assert indexes <= {name for name, kind in relations.items() if kind == "i"}
     functions = {r["proname"] for r in await conn.fetch(
         "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace")}
     assert FUNCTIONS <= functions
@@ -224,10 +238,13 @@ async def test_status_tells_the_tier_and_what_was_skipped_and_why(conn: asyncpg.
     assert status.pending == [] and status.checksum_mismatches == []
     skipped = {item.object: item.reason for item in status.skipped}
     text = "\n".join(status.lines())
-    if database.server == "postgres":
+    if database.tier is Tier.POSTGRES:
         assert set(skipped) == {"hypertable", "compression", "continuous aggregate"}
         assert "plain PostgreSQL" in skipped["compression"]
         assert text.startswith("tier:      postgres (plain PostgreSQL")
+    elif database.tier is Tier.TIMESCALEDB_FULL:
+        assert skipped == {}
+        assert text.startswith("tier:      timescaledb (TimescaleDB 2.")
     else:
         assert set(skipped) == {"compression", "continuous aggregate"}
         assert skipped["compression"] == "TimescaleDB Apache edition has no compression"
@@ -242,7 +259,7 @@ async def test_sensor_events_are_a_hypertable_with_daily_chunks_on_timescaledb(
         conn: asyncpg.Connection, database: Database) -> None:
     kind = await conn.fetchval("SELECT relkind::text FROM pg_class WHERE oid = 'fact_sensor_event'::regclass")
     assert kind == "r"  # never declaratively partitioned
-    if database.server == "postgres":
+    if database.tier is Tier.POSTGRES:
         assert await detect_tier(conn) is Tier.POSTGRES
         return
     interval = await conn.fetchval(
@@ -255,11 +272,11 @@ async def test_sensor_events_are_a_hypertable_with_daily_chunks_on_timescaledb(
 
 
 async def test_require_and_off(database: Database, conn: asyncpg.Connection) -> None:
-    if database.server == "postgres":
+    if database.tier is Tier.POSTGRES:
         with pytest.raises(SchemaError, match="'require' but this PostgreSQL server has no TimescaleDB"):
             await apply_schema(conn, timescaledb="require")
         return
-    assert (await apply_schema(conn, timescaledb="require")).tier is Tier.TIMESCALEDB_APACHE
+    assert (await apply_schema(conn, timescaledb="require")).tier is database.tier
     async with scratch_database(database) as dsn, connection(dsn) as fresh:
         report = await apply_schema(fresh, timescaledb="off")
         assert report.tier is Tier.POSTGRES
@@ -272,7 +289,7 @@ async def test_require_and_off(database: Database, conn: asyncpg.Connection) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 async def test_a_later_migration_applies_alone_and_older_code_refuses_the_newer_database(
-        conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+        conn: asyncpg.Connection, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     later_version = f"{int(LATEST) + 1:04d}"
     later = parse(f"{later_version}_later.sql", (
         "-- A later migration (test stand-in).\n"
@@ -284,7 +301,8 @@ async def test_a_later_migration_applies_alone_and_older_code_refuses_the_newer_
     try:
         report = await apply_schema(conn)
         assert report.applied == [later_version] and report.current_version == later_version
-        assert "watermark compression" in {s.object for s in report.skipped}
+        skipped = {s.object for s in report.skipped}
+        assert ("watermark compression" in skipped) is (database.tier is not Tier.TIMESCALEDB_FULL)
         monkeypatch.setattr(runner, "load_migrations", lambda: shipped)
         with pytest.raises(SchemaTooNew) as refused:
             await apply_schema(conn)
@@ -569,9 +587,14 @@ async def test_archive_moves_old_sensor_events(conn: asyncpg.Connection) -> None
     await conn.execute("DELETE FROM fact_sensor_event WHERE parameter = 'archive-test'")
 
 
-async def test_every_view_refreshes_concurrently_and_after_with_no_data(conn: asyncpg.Connection) -> None:
+async def test_every_view_refreshes_concurrently_and_after_with_no_data(conn: asyncpg.Connection,
+                                                                         database: Database) -> None:
     views = await views_to_refresh(conn)
-    assert views == list(REFRESHABLE_VIEWS)  # sensor_5min_avg is a materialized view on these tiers
+    # sensor_5min_avg is a materialized view except on full TimescaleDB (a continuous aggregate with a policy)
+    assert views == [v for v in REFRESHABLE_VIEWS if v in materialized_views(database)]
+    if database.tier is Tier.TIMESCALEDB_FULL:
+        with pytest.raises(SchemaError, match="continuous aggregate"):
+            await refresh_view(conn, "sensor_5min_avg")
     for view in views:
         await refresh_view(conn, view)  # populated: CONCURRENTLY
     await conn.execute("REFRESH MATERIALIZED VIEW view_oee_daily WITH NO DATA")

@@ -32,6 +32,11 @@ def test_unit_is_type_notify_with_a_watchdog() -> None:
     assert "Restart" in settings
 
 
+def test_unit_reloads_with_sighup() -> None:
+    # `systemctl reload ingestor`: the daemon reloads its configuration on SIGHUP (tests/test_reload.py)
+    assert _settings()["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
 def test_unit_exposure_is_at_most_two() -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:  # never skipped silently: the check is part of the suite

@@ -319,6 +319,9 @@ class MqttConfig(ConnectorConfig):
         return self.model_copy(update={"client_id": client_id, "clean_start": True, "session_expiry": 0.0,
                                        "shared_group": None})
 
+    def learns_equipment(self) -> bool:
+        return bool(self.subscriptions)  # a subscription's payload or topic template may name any equipment
+
     def tag_refs(self) -> Iterable[TagRef]:
         for index, tag in enumerate(self.tags):
             yield TagRef(("tags", index), tag.equipment, tag.parameter, tag.unit)

@@ -20,7 +20,9 @@ Acknowledgment (at-least-once, ack after durable)
     the connection is lost, acks still owed are abandoned (counted) and the broker redelivers those messages
     on the persistent session, so a reconnect can produce duplicates, never losses.  On a graceful stop,
     :meth:`close` first waits (``drain_timeout``) for what it handed to the pipeline to become durable and
-    acknowledged, so a daemon restart normally produces no duplicates.
+    acknowledged, and then for one round trip behind the last acknowledgment (so the broker has processed
+    them before a connector restarted by a reload, with the same client id, takes the session over), so a
+    daemon restart or a reload normally produces no duplicates.
 
 Backpressure
     ``sink.put`` waits while the pipeline is full; the network loop never waits for it.  Received messages
@@ -267,6 +269,8 @@ class MqttConnector:
                     log.info("mqtt stopping before every message was durable; the broker will redeliver",
                              connector=self.name, messages=self._in_pipeline)
             client = self._client
+            if client is not None and client.socket() is not None and self._link_up:
+                await self._acks_taken(client)
             if client is not None and client.socket() is not None:
                 client.disconnect()
                 client.loop_write()  # the queued acks, then DISCONNECT; paho closes the socket after it
@@ -280,6 +284,29 @@ class MqttConnector:
                 self._housekeeping = None
             if self._dead_letters is not None:
                 self._dead_letters.close()
+
+    async def _acks_taken(self, client: Any) -> None:
+        """Wait until the broker has processed the acknowledgments sent so far: one round trip (an UNSUBSCRIBE
+        of a filter never subscribed, which changes nothing) behind them on the same connection.  Without it, a
+        connector started again at once with the same client id (a reload) can take the session over before
+        the broker has read the last PUBACKs from the old socket, and the broker sends those messages again."""
+        assert self._loop is not None
+        answered: asyncio.Future[None] = self._loop.create_future()
+        wanted: list[int] = []
+
+        def on_unsubscribe(client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+            if mid in wanted and not answered.done():
+                answered.set_result(None)
+
+        client.on_unsubscribe = on_unsubscribe
+        result, mid = client.unsubscribe(f"ingestor/no-such-subscription/{os.getpid()}/{id(self)}")
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            return
+        wanted.append(mid)
+        try:
+            await asyncio.wait_for(answered, min(2.0, self._config.connect_timeout))
+        except TimeoutError:
+            log.debug("the broker did not confirm the last acknowledgments before the disconnect", connector=self.name)
 
     # --- paho client and socket plumbing ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from ingestor.daemon.runtime import run_daemon
 
-    return run_daemon(config)
+    return run_daemon(config, args.config)
 
 
 def _parser() -> argparse.ArgumentParser:

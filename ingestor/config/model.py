@@ -20,6 +20,7 @@ from ingestor.derive.config import DerivationConfig, EventsConfig
 from ingestor.pipeline.config import PipelineConfig
 from ingestor.plant import PlantConfig
 from ingestor.service.logs import LoggingConfig
+from ingestor.service.watch import ReloadConfig
 
 if TYPE_CHECKING:  # for the type checker, any connector's configuration is a ConnectorConfig
     AnyConnectorConfig = ConnectorConfig
@@ -41,6 +42,7 @@ class IngestorConfig(StrictModel):
     events: EventsConfig = EventsConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
+    reload: ReloadConfig = ReloadConfig()
 
     def enabled_connectors(self) -> list[ConnectorConfig]:
         return [c for c in self.connectors if c.enabled]

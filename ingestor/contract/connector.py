@@ -113,6 +113,12 @@ class ConnectorConfig(StrictModel):
         and its persistent session, a shared subscription's messages)."""
         return self
 
+    def learns_equipment(self) -> bool:
+        """True when the connector takes equipment or unit codes from the traffic and checks them against the
+        plant's codes it was built with (``BuildContext.known_equipment``): a reload that changes those codes
+        restarts it, so that it knows the new ones.  Connectors whose tags name their equipment do not."""
+        return False
+
 
 @dataclass(frozen=True)
 class BuildContext:

@@ -34,6 +34,9 @@ log = get_logger(__name__)
 CONNECTOR_STATE = Gauge(
     "ingestor_connector_state", "1 for the connector's current state", ["connector", "state"])
 CONNECTOR_CONNECTS = Counter("ingestor_connector_connects_total", "Successful connects", ["connector"])
+CONNECTOR_STARTS = Counter(
+    "ingestor_connector_starts_total", "Times the connector's supervisor was started (at startup, and when a "
+    "reload started or restarted it)", ["connector"])
 CONNECTOR_FAILURES = Counter(
     "ingestor_connector_failures_total", "Failed connects and lost links", ["connector"])
 
@@ -83,6 +86,14 @@ class ConnectorSupervisor:
         for each in ConnectorState:
             CONNECTOR_STATE.labels(self.name, str(each)).set(1 if each == state else 0)
 
+    def forget(self) -> None:
+        """The connector was removed by a reload: its state series leave /metrics (its counters stay)."""
+        for each in ConnectorState:
+            try:
+                CONNECTOR_STATE.remove(self.name, str(each))
+            except KeyError:
+                pass
+
     def _healthy(self) -> None:
         """The link made after failures stayed up for ``healthy_after``: it has recovered."""
         self._problems.recovered("link", "connector recovered", connector=self.name, after_failures=self.failures)
@@ -90,6 +101,7 @@ class ConnectorSupervisor:
         self._delays = backoff_delays(self._reconnect)
 
     async def run(self) -> None:
+        CONNECTOR_STARTS.labels(self.name).inc()
         self._delays = backoff_delays(self._reconnect)
         loop = asyncio.get_running_loop()
         try:

@@ -9,4 +9,5 @@
 * :mod:`~ingestor.database.watermark`    which spool batches the database holds; one writer per spool
 * :mod:`~ingestor.database.commit`       rows, dead letters and watermark in one transaction
 * :mod:`~ingestor.database.queries`      the analytics query patterns as SQL files
+* :mod:`~ingestor.database.jobs`         TimescaleDB's background jobs, their last run and last error
 """

@@ -112,6 +112,9 @@ class DatabaseConfig(StrictModel):
         default=ReconnectConfig(initial=0.5, max=5.0), description="backoff while the database is unreachable")
     refresh: ViewRefreshConfig = ViewRefreshConfig()
     retention: RetentionConfig = RetentionConfig()
+    timescaledb_jobs_check: Duration = Field(
+        default=60.0, ge=0,
+        description="how often to read TimescaleDB's background job stats (failing jobs in /readyz); 0 turns it off")
 
     _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))
 

@@ -53,6 +53,15 @@ class ReadingQueue:
         """The :class:`~ingestor.contract.ReadingSink` handed to one connector."""
         return ConnectorSink(self, connector, self._last.setdefault(connector, {}))
 
+    def forget(self, connector: str, *, removed: bool) -> None:
+        """A reload stopped the connector (``removed``) or restarts it, perhaps with other tags: its last readings
+        leave the operator page; a restarted connector's come back with its next readings (its new sink shares
+        the emptied record)."""
+        if removed:
+            self._last.pop(connector, None)
+        elif connector in self._last:
+            self._last[connector].clear()
+
     def last_readings(self) -> list[dict[str, object]]:
         """The last reading the pipeline accepted of each equipment parameter, per connector."""
         return [{"connector": connector, "equipment": r.equipment, "parameter": r.parameter, "value": r.value,

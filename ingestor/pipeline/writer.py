@@ -14,7 +14,8 @@ without waiting for a poll); it must not block.
 Batches encoded with keys from an older dimension sync are written as they are when the keys still agree
 (the usual case: ids never change in one database), and re-keyed row by row otherwise (the daemon was pointed
 at another database).  Pending readings (equipment unknown when spooled) are encoded with the current keys or
-dead-lettered.
+dead-lettered.  A reload that changes the plant asks for :meth:`SpoolWriter.resync_dimensions`: the writer
+syncs the dimensions between two commits on its own connection, and the spooler encodes with the new keys.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class SpoolWriter:
         self._rows_in_database: int | None = None  # ingest_watermark.rows_written as this writer knows it
         self._compatible: dict[int, bool] = {}
         self._problems = ProblemLog(log, repeats_at_debug=True)
+        self._database_id: str | None = None
+        self._resync = False
         self.watermark = 0
         self.written = 0
         self.dead_lettered = 0
@@ -105,6 +108,21 @@ class SpoolWriter:
                     unreachable = True
                     await self._failed("database unavailable; readings stay in the spool", exc, next(delays),
                                        connection=True, until=stop_when_empty)
+                    continue
+            if self._resync:
+                self._resync = False
+                try:
+                    await self._sync_dimensions()
+                except asyncio.CancelledError:
+                    raise
+                except _RECONNECT as exc:  # the next connection prepares the database anyway
+                    self._disconnect()
+                    await self._failed("dimensions not synced (connection lost); reconnecting", exc, next(delays),
+                                       connection=True, until=stop_when_empty)
+                    continue
+                except asyncpg.PostgresError as exc:
+                    self._resync = True
+                    await self._failed("dimensions not synced; will retry", exc, next(delays))
                     continue
             batches: list[Batch] = await self._spool.call(
                 self._spool.spool.read, self.watermark, self._config.write_rows)
@@ -167,10 +185,26 @@ class SpoolWriter:
                      watermark=self.watermark)
             await self._spooler.space_freed()
         await self._spool.call(self._spool.spool.raise_floor, self.watermark)
+        self._database_id = claim.database_id
         await self._spooler.update_keys(claim.database_id, keys)
         self._compatible.clear()
         if self._on_connected is not None:
             self._on_connected()
+
+    def resync_dimensions(self) -> None:
+        """Prepare the database again on the writer's connection (the plant changed in a reload): the dimension
+        rows are synced and new keys used for what is spooled from then on.  Done between two commits, by the
+        writer's own task; while the database is down the next connection does it anyway."""
+        self._resync = True
+        self._spooler.wake_writer.set()
+
+    async def _sync_dimensions(self) -> None:
+        conn = self._conn
+        if conn is None or self._database_id is None:
+            return
+        keys = await self._prepare(conn)
+        await self._spooler.update_keys(self._database_id, keys)
+        self._compatible.clear()
 
     async def _count_unconfirmed(self, conn: asyncpg.Connection, previous: int) -> None:
         """A commit whose reply was lost (the link dropped after the server committed) is found on reconnect:

@@ -8,6 +8,8 @@ daemon sends newline-separated ``KEY=value`` assignments (sd_notify(3)):
 * ``STATUS=…`` every few seconds: readings per second and the spool depth (``systemctl status`` shows it);
 * ``WATCHDOG=1`` every half interval, from the event loop itself, so a loop that is stuck (a blocking call, a
   busy coroutine) stops pinging and systemd restarts the service;
+* ``RELOADING=1`` with ``MONOTONIC_USEC=`` when a reload (SIGHUP) begins and ``READY=1`` when it is done (the
+  protocol of ``Type=notify-reload``; the daemon sends them, :mod:`ingestor.daemon.runtime`);
 * ``STOPPING=1`` when the drain begins.
 
 Without ``$NOTIFY_SOCKET`` (not under systemd, or ``Type=exec``) every call does nothing.  A send that fails

@@ -4,7 +4,8 @@
 * ``timescaledb-apache``: TimescaleDB's Apache-licensed edition (``timescaledb.license = 'apache'``), as
   packaged by Debian: hypertables and ``time_bucket``, but no compression and no continuous aggregates.
 * ``timescaledb``: the full edition (license ``'timescale'``): everything, including compression and
-  continuous aggregates.  It cannot be tested on the development machine (Debian strips the TSL code).
+  continuous aggregates.  Debian strips its TSL code; the tests build it from a source tarball
+  (``deploy/dev/timescaledb.sh --source``).
 
 The tiers are ordered by capability; a schema built on a lower tier stays on it when the server later gains
 TimescaleDB (see :func:`capable_of`).
