@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from ingestor.database.schema import Tier
+from ingestor.database.schema import Tier, apply_schema
 
 from .conftest import REPO, Database
 from .helpers import free_port, http_get, run_on, wait_until
@@ -23,6 +23,7 @@ instance_id: test-daemon
 database:
   url: {dsn}
   refresh: {{view_oee_daily: 1s, view_reliability_summary: 1s, sensor_5min_avg: 1s}}
+  retention: {{raw: 30d, archive: 1y}}
   timescaledb_jobs_check: 1s
 plant:
   sites:
@@ -70,6 +71,14 @@ def _count(dsn: str, table: str = "fact_sensor_event") -> int:
         return 0
 
 
+async def _old_readings(conn: asyncpg.Connection) -> None:
+    """The schema, and 100 readings 40 days old that the daemon's first retention run moves to the archive."""
+    await apply_schema(conn)
+    await conn.execute("INSERT INTO fact_sensor_event (equipment_id, event_ts, parameter, value) "
+                       "SELECT 1, now() - interval '40 days' + g * interval '1 second', 'old', g "
+                       "FROM generate_series(1, 100) g")
+
+
 FAILING_ACTION = """
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 CREATE PROCEDURE test_failing_action(job_id int, config jsonb) LANGUAGE plpgsql AS $$
@@ -95,6 +104,8 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
     # On the full edition a background job that fails: a user-defined action that raises.  The Apache edition
     # may not add jobs; its own job-history retention job (job 3) fails at its first run, right after CREATE
     # EXTENSION, because that edition's licence refuses it (TimescaleDB 2.19): listed as unsupported, not failing.
+    # Old readings for the retention job's first run.
+    run_on(database.dsn, _old_readings)
     if database.tier is Tier.TIMESCALEDB_FULL:
         run_on(database.dsn, lambda conn: conn.execute(FAILING_ACTION))
     job: dict[str, Any] = {}  # the failing job /readyz shows (TimescaleDB tiers)
@@ -121,6 +132,11 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
         written = [line for line in metrics.splitlines() if line.startswith("ingestor_readings_written_total ")]
         assert written and float(written[0].split()[1]) > 0
         assert 'ingestor_connector_state{connector="gen",state="connected"} 1.0' in metrics
+        # the retention job's first run (at start) moved the old readings, and only them
+        wait_until(lambda: _count(database.dsn, "fact_sensor_event_archive") == 100, 30, "old readings archived")
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert 'ingestor_retention_rows_total{action="archived"} 100.0' in metrics
+        assert 'ingestor_retention_runs_total{result="ok"} 1.0' in metrics
         # failing TimescaleDB jobs: listed with their error in /readyz (still ready), and as metrics
         if database.tier is Tier.POSTGRES:
             wait_until(lambda: _readyz(port)["timescaledb_jobs"]["checked_at"], 20, "a check of the job stats")
@@ -175,6 +191,8 @@ def test_run_comes_up_writes_readings_serves_http_and_drains_on_sigterm(database
     assert final["readings_accepted"] == final["readings_spooled"] == final["readings_written"]
     assert final["readings_written"] == _count(database.dsn)
     assert not [line for line in lines if line.get("level") == "error"], log_path.read_text()
+    runs = [line for line in lines if line["event"] == "retention run"]
+    assert len(runs) == 1 and runs[0]["archived"] == 100 and runs[0]["deleted"] == 0
     warned = [line["job_id"] for line in lines if line["event"] == "TimescaleDB background job failing"]
     assert len(warned) == len(set(warned)), warned  # one warning per failing job, however many checks saw it
     if database.tier is Tier.TIMESCALEDB_FULL:

@@ -59,5 +59,12 @@ def summary(config: IngestorConfig, path: Path) -> list[str]:
                      + (f", roles: {', '.join(role_names)}" if role_names else ""))
     lines.append(f"  pipeline:   batches of {config.pipeline.batch_rows} rows or {config.pipeline.batch_age:g} s, "
                  f"queue {config.pipeline.queue_size} readings")
+    retention = config.database.retention
+    if retention.raw is None:
+        lines.append("  retention:  off (every reading stays in fact_sensor_event)")
+    else:
+        kept = f", deleted at {retention.archive / 86400:g} days" if retention.archive is not None else ", kept"
+        lines.append(f"  retention:  readings archived at {retention.raw / 86400:g} days{kept}; "
+                     f"a run every {retention.interval:g} s")
     lines.append(f"  http:       {config.http.listen if config.http.enabled else 'off'}")
     return lines

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic import ByteSize as ByteSize  # re-exported: "64KiB", "512MiB", "2GB" or a number of bytes
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+                   "y": 365 * 86400.0, None: 1.0}  # y: 365 days, for retention ages ("2y")
 
 
 class StrictModel(BaseModel):
@@ -44,7 +45,7 @@ def _parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration)]
-"""Seconds; written in YAML as a number of seconds or as "250ms", "2s", "5m", "1h", "1d"."""
+"""Seconds; written in YAML as a number of seconds or as "250ms", "2s", "5m", "1h", "1d", "2w", "2y" (365 d)."""
 
 
 # --- messages of the whole-file checks (duplicate codes, unknown codes), shared by every section -------------

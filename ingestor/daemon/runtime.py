@@ -4,7 +4,8 @@ Startup opens the spool (refusing to start when another process uses it), the HT
 (queue → spool), the writer (spool → database: it connects, applies the schema and syncs the plant dimensions
 before its first commit, retrying while the database is down), one supervisor per enabled connector, the view
 refresher, the derivation of production and downtime facts (with the data-quality checks), the live events
-(woken by each commit of the writer) and the watch on TimescaleDB's background jobs.
+(woken by each commit of the writer), the retention job (``database.retention``) and the watch on
+TimescaleDB's background jobs.
 
 The first SIGTERM or SIGINT stops the connectors, spools what is queued, keeps writing the spool to the
 database for up to ``pipeline.shutdown_timeout`` (what is left stays in the spool for the next start), and
@@ -62,6 +63,7 @@ from ingestor.service.jobs import JobMonitor
 from ingestor.service.logs import configure_logging
 from ingestor.service.notify import ReadingRate, SystemdNotifier
 from ingestor.service.refresh import ViewRefresher
+from ingestor.service.retention import RetentionTask
 from ingestor.service.watch import FileWatcher, signature
 
 log = get_logger(__name__)
@@ -103,6 +105,7 @@ class Daemon:
         metrics.OLDEST_UNWRITTEN_AGE.set_function(self.oldest_unwritten_age)
         metrics.QUEUE_READINGS.set_function(lambda: len(self.queue))
         self.health: ApiServer | None = None
+        self.retention: RetentionTask | None = None
         self.systemd = SystemdNotifier()
         self._stop = asyncio.Event()
         self._finishing = asyncio.Event()
@@ -229,6 +232,8 @@ class Daemon:
                 stack.push_async_callback(stop_task, asyncio.create_task(self.jobs.run(), name="timescaledb-jobs"))
                 for supervisor in self.supervisors:
                     self._start_connector(supervisor)
+                self.retention = RetentionTask(self.config.database, self.url, self.schema_ready)
+                stack.push_async_callback(stop_task, asyncio.create_task(self.retention.run(), name="retention"))
                 stack.callback(self.systemd.close)
                 stack.push_async_callback(stop_task, asyncio.create_task(self._tell_systemd(), name="systemd"))
                 reloads = [asyncio.create_task(self._reloads(), name="reloads"),

@@ -10,7 +10,7 @@ import os
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingestor.contract import Duration, ReconnectConfig, StrictModel
 
@@ -43,6 +43,60 @@ class ViewRefreshConfig(StrictModel):
         default=60.0, ge=0, description="ignored where sensor_5min_avg is a continuous aggregate")
 
 
+DAY = 86400.0
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / DAY:g}d" if seconds >= DAY else f"{seconds:g}s"
+
+
+class RetentionConfig(StrictModel):
+    """``database.retention``: how long readings stay in ``fact_sensor_event``, then in the archive.
+
+    Ages are measured from the reading's own timestamp (``event_ts``), not from when it was archived: with
+    ``raw: 90d`` and ``archive: 2y`` a reading lives 90 days in the hot table and is deleted when it is two years
+    old.  Leaving ``raw`` out keeps every reading in the hot table (nothing is archived or deleted).
+    """
+
+    raw: Duration | None = Field(
+        default=None, description="readings older than this move from fact_sensor_event to the archive; "
+        "unset: never")
+    archive: Duration | None = Field(
+        default=None, description="archived readings older than this (by their own timestamp) are deleted; "
+        "unset: kept for ever")
+    interval: Duration = Field(default=3600.0, ge=60, description="how often a run starts")
+    batch_rows: int = Field(
+        default=50_000, ge=100, le=10_000_000,
+        description="plain PostgreSQL: rows moved or deleted per transaction")
+    lock_timeout: Duration = Field(
+        default=2.0, gt=0, le=600, description="a batch or chunk gives up (and the run ends) when it waits "
+        "longer than this for a lock")
+    statement_timeout: Duration = Field(
+        default=1800.0, gt=0, description="a single statement of a run (a batch, 1/24 of a chunk) is cancelled "
+        "after this")
+
+    @model_validator(mode="after")
+    def _ages_make_sense(self) -> RetentionConfig:
+        # A bare number is seconds: "raw: 90" would archive everything older than a minute and a half.
+        if self.raw is not None and self.raw < DAY:
+            raise ValueError(
+                f"raw is {_days(self.raw)} but must be at least 1d (a bare number is seconds: "
+                "write 90d for 90 days)")
+        if self.archive is not None:
+            if self.raw is None:
+                raise ValueError("archive needs raw: without it nothing is ever archived")
+            if self.archive <= self.raw:
+                raise ValueError(
+                    f"archive ({_days(self.archive)}) must be longer than raw "
+                    f"({_days(self.raw)}): both are ages of the reading, and the archive holds the readings "
+                    "between the two")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.raw is not None
+
+
 class DatabaseConfig(StrictModel):
     """``database:`` where readings and facts go."""
 
@@ -57,6 +111,7 @@ class DatabaseConfig(StrictModel):
     reconnect: ReconnectConfig = Field(
         default=ReconnectConfig(initial=0.5, max=5.0), description="backoff while the database is unreachable")
     refresh: ViewRefreshConfig = ViewRefreshConfig()
+    retention: RetentionConfig = RetentionConfig()
     timescaledb_jobs_check: Duration = Field(
         default=60.0, ge=0,
         description="how often to read TimescaleDB's background job stats (failing jobs in /readyz); 0 turns it off")
