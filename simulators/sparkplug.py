@@ -79,27 +79,25 @@ class SparkplugEdgeNode:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        with self._lock:
-            client = self._client
-            if client is not None:
-                info = client.publish(self.topic("NDEATH"), self._death(), qos=1)
-                info.wait_for_publish(5)
-                client.disconnect()
-                client.loop_stop()
-                self._client = None
-        self.connected.clear()
+        with self._lock:  # never held while joining paho's thread: its callbacks take it
+            client, self._client = self._client, None
+            self.connected.clear()
+        if client is not None:
+            info = client.publish(self.topic("NDEATH"), self._death(), qos=1)
+            info.wait_for_publish(5)
+            client.disconnect()
+            client.loop_stop()
 
     def die(self) -> None:
         """Drop the connection without DISCONNECT: the broker publishes the NDEATH will."""
         with self._lock:
-            client = self._client
-            self._client = None
+            client, self._client = self._client, None
             self.connected.clear()
-            if client is not None:
-                client.loop_stop()
-                sock = client.socket()
-                if sock is not None:
-                    sock.close()
+        if client is not None:
+            client.loop_stop()
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
 
     def come_back(self, alias_base: int | None = None) -> None:
         """Connect again as a new session (next bdSeq), optionally with different aliases, and birth."""
@@ -107,7 +105,7 @@ class SparkplugEdgeNode:
             if alias_base is not None:
                 self.alias_base = alias_base
             self.bd_seq = (self.bd_seq + 1) % 256
-            self._connect()
+        self._connect()
 
     def _connect(self) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
@@ -115,7 +113,8 @@ class SparkplugEdgeNode:
         client.will_set(self.topic("NDEATH"), self._death(), qos=1, retain=False)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        self._client = client
+        with self._lock:
+            self._client = client
         client.connect(self.host, self.port, keepalive=5)
         client.loop_start()
         if not self.connected.wait(10):

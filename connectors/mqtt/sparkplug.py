@@ -174,7 +174,10 @@ class SparkplugHost:
         key = (group, node_id)
         node = self.nodes.get(key)
         if kind == "NBIRTH":
+            previous = node
             node = self.nodes[key] = EdgeNode(group, node_id)
+            if previous is not None:  # the rate limit outlives births: a node rebirthing in a loop is asked once
+                node.last_rebirth_request = previous.last_rebirth_request
             node.seq = payload.seq if payload.HasField("seq") else 0
             node.bd_seq = _bd_seq(payload)
             node.metrics.born = True
