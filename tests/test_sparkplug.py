@@ -23,6 +23,7 @@ from connectors.mqtt.config import MqttConfig, SparkplugConfig
 from connectors.mqtt.payloads import REASONS, Malformed
 from connectors.mqtt.sparkplug import SparkplugHost, SparkplugRoute
 from ingestor.contract import Quality, Reading
+from ingestor.daemon.supervisor import ConnectorState
 from simulators.machine import PARAMETERS, UNITS, default_machines
 from simulators.sparkplug import SparkplugEdgeNode
 
@@ -199,6 +200,7 @@ async def test_malformed_protobuf_is_rejected_with_its_reason_and_the_connector_
             edge.birth()
             edge.publish_data({"PRESS-01": {"reason": 2.0}})
             await async_wait(lambda: last(sink, "PRESS-01", "reason") == 2.0, 10, "data after the garbage")
+            assert supervisor.state == ConnectorState.CONNECTED
         finally:
             edge.stop()
 
@@ -232,7 +234,7 @@ async def test_primary_host_state_birth_and_death_are_retained() -> None:
 
 
 def test_configuration_refuses_what_sparkplug_cannot_do() -> None:
-    with pytest.raises(ValidationError, match="spBv1.0/GROUP/#"):
+    with pytest.raises(ValidationError, match=r"spBv1\.0/GROUP/#"):
         sparkplug_config("G", subscriptions=[{"topic": "plant/{equipment}/#", "payload": {"format": "sparkplug_b"}}])
     with pytest.raises(ValidationError, match="shared_group"):
         sparkplug_config("G", shared_group="ingestors")
