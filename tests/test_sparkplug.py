@@ -7,6 +7,7 @@ fuzzed without a broker, as the JSON path is in tests/test_mqtt_payloads.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -27,6 +28,7 @@ from ingestor.daemon.supervisor import ConnectorState
 from simulators.machine import PARAMETERS, UNITS, default_machines
 from simulators.sparkplug import SparkplugEdgeNode
 
+from .node_peers import PEERS, ensure_installed
 from .test_mqtt import Sink, async_wait, publish, supervised, unique
 
 Payload: Any = vars(sparkplug_b_pb2)["Payload"]
@@ -308,3 +310,41 @@ def test_fuzz_well_formed_payloads_in_any_order(messages: list[Any]) -> None:
     for topic, seq, stamp, metrics in messages:
         _check(host, topic, _payload(seq, stamp, metrics))
     assert len(requests) <= 1  # rate-limited: one node, one request per interval
+
+
+# --- an independent edge node: Eclipse Tahu's sparkplug-client (npm), tests/peers/sparkplug_edge.js -------------
+
+async def test_an_eclipse_tahu_edge_node_births_publishes_by_alias_answers_rebirth_and_dies() -> None:
+    ensure_installed()
+    group = unique("G")
+    sink = Sink()
+    async with supervised(sparkplug_config(group), sink) as (connector, _):
+        process = await asyncio.create_subprocess_exec(
+            "node", str(PEERS / "sparkplug_edge.js"), "1883", group, "TAHU-1", cwd=PEERS,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            await async_wait(lambda: len(sink.readings) >= 2, 30, "the Tahu node's births")
+            assert {(r.equipment, r.parameter, r.unit) for r in sink.readings} == {
+                ("DEV-1", "temperature", "degC"), ("DEV-1", "count", None)}
+            process.stdin.write(b"data 33.5 -4\n")
+            await process.stdin.drain()
+            await async_wait(lambda: last(sink, "DEV-1", "temperature") == 33.5, 10, "DDATA by alias")
+            assert last(sink, "DEV-1", "count") == -4.0  # Int32 as two's complement in the uint32 int_value
+            host = connector.sparkplug
+            assert host is not None
+            node = host.nodes[(group, "TAHU-1")]
+            node.seq = (node.seq or 0) + 5  # as if messages were lost: the next DDATA is a gap
+            process.stdin.write(b"data 34.0 5\n")
+            await process.stdin.drain()
+            await async_wait(lambda: host.rebirths == {"sequence_gap": 1}, 10, "a rebirth request")
+            await async_wait(lambda: len(of(sink, "DEV-1", "temperature")) >= 4, 10, "the Tahu node's rebirth")
+            process.kill()  # no DISCONNECT: the broker publishes the Tahu node's NDEATH will
+            await process.wait()
+            await async_wait(lambda: len([r for r in sink.readings if r.quality == Quality.BAD]) == 2, 15,
+                             "both metrics marked bad")
+            assert connector.rejected == {}
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
