@@ -348,3 +348,9 @@ async def test_an_eclipse_tahu_edge_node_births_publishes_by_alias_answers_rebir
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+def test_test_mode_does_not_speak_for_the_daemons_primary_host() -> None:
+    config = sparkplug_config("G", sparkplug={"host_id": "daemon-host"})
+    assert config.for_test_mode().sparkplug.host_id is None
+    assert config.sparkplug.host_id == "daemon-host"

@@ -367,10 +367,13 @@ class MqttConfig(ConnectorConfig):
 
     def for_test_mode(self) -> MqttConfig:
         """Own client id, a clean session that ends with the connection, no shared group: the daemon's
-        session (its queued QoS 1/2 messages) and its group's share of the messages stay the daemon's."""
+        session (its queued QoS 1/2 messages), its group's share of the messages and its Sparkplug STATE stay
+        the daemon's."""
         client_id = f"{self.client_id or self.name}-read-{os.getpid()}"[:200]
+        # no Sparkplug host_id either: our STATE death would tell edge nodes the daemon's primary host is gone
         return self.model_copy(update={"client_id": client_id, "clean_start": True, "session_expiry": 0.0,
-                                       "shared_group": None})
+                                       "shared_group": None,
+                                       "sparkplug": self.sparkplug.model_copy(update={"host_id": None})})
 
     def tag_refs(self) -> Iterable[TagRef]:
         for index, tag in enumerate(self.tags):
