@@ -1,5 +1,7 @@
 """An MQTT sensor publisher: the shared machine model (simulators/machine.py) on a broker, at a set rate.
 
+``python -m simulators.mqtt --sparkplug`` runs a Sparkplug B edge node instead (simulators/sparkplug.py).
+
 ``python -m simulators.mqtt`` publishes three presses (PRESS-01…) to 127.0.0.1:1883, 24 messages a second
 (every parameter of every machine once a second), as JSON on ``plant/PLANT-1/<machine>/<parameter>``;
 ``config/mqtt-simulator.yaml`` ingests exactly that.  Formats (``--format``):
@@ -336,6 +338,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                              "Python process tops out around 5,000-15,000 messages/s")
     parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--sparkplug", action="store_true",
+                        help="run a Sparkplug B edge node instead (simulators/sparkplug.py): one device per machine")
+    parser.add_argument("--group", default="PLANT-1", help="Sparkplug group id (default %(default)s)")
+    parser.add_argument("--edge-node", default="EDGE-1", help="Sparkplug edge node id (default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -358,6 +364,14 @@ def _fan_out(args: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _arguments(argv)
+    if args.sparkplug:
+        from simulators.sparkplug import run
+
+        stopped = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopped.set())
+        rate = 1.0 if args.rate == 24.0 else args.rate  # --rate: DDATA per device per second here
+        return run(args.host, args.port, args.group, args.edge_node, args.machines, rate, args.seed, stopped)
     if args.processes > 1:
         if args.trace:
             raise SystemExit("--processes does not apply to --trace")

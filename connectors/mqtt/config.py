@@ -28,6 +28,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ingestor.contract import ByteSize, ConnectorConfig, Duration, StrictModel, TagConfig, TagRef
 
+SPARKPLUG_NAMESPACE = "spBv1.0"
+SPARKPLUG_NAMES = ("group", "edge_node", "device", "metric")
 TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -131,7 +133,8 @@ class PayloadConfig(StrictModel):
     those from the payload instead of the topic.
     """
 
-    format: Literal["auto", "number", "json"] = "auto"
+    format: Literal["auto", "number", "json", "sparkplug_b"] = Field(
+        default="auto", description="sparkplug_b: Eclipse Sparkplug B protobuf on spBv1.0/... (see sparkplug.md)")
     value: str = Field(default="value", description="path of the value in a JSON object")
     timestamp: str | None = Field(default="timestamp", description="path of the source timestamp (null: none)")
     timestamp_format: Literal["auto", "iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"] = Field(
@@ -169,6 +172,8 @@ class SubscriptionConfig(Route):
     @model_validator(mode="after")
     def _consistent(self) -> SubscriptionConfig:
         levels = template_levels(self.topic)
+        if self.payload.format == "sparkplug_b":
+            return self._sparkplug(levels)
         captured = {text for kind, text in levels if kind == "name"}
         for field in ("equipment", "parameter"):
             expression = getattr(self, field)
@@ -188,15 +193,41 @@ class SubscriptionConfig(Route):
                              "payload.parameter")
         return self
 
+    def _sparkplug(self, levels: list[tuple[str, str]]) -> SubscriptionConfig:
+        """A Sparkplug subscription is ``spBv1.0/GROUP/#``: the message type, edge node and device levels are
+        Sparkplug's own, so the template may only name (or fix) the group; equipment and parameter are formats
+        over ``group``, ``edge_node``, ``device`` (the edge node for node-level metrics) and ``metric``."""
+        if len(levels) != 3 or levels[0] != ("literal", SPARKPLUG_NAMESPACE) or levels[2][0] != "#" \
+                or levels[1][0] == "#":
+            raise ValueError(f"a sparkplug_b subscription is {SPARKPLUG_NAMESPACE}/GROUP/# (GROUP literal, + or "
+                             f"{{group}}), not {self.topic!r}")
+        if levels[1] == ("literal", "STATE"):
+            raise ValueError("STATE is the host applications' level, not an edge node group")
+        for field in ("equipment", "parameter"):
+            expression = getattr(self, field)
+            if expression is None:
+                continue
+            if not expression.strip():
+                raise ValueError(f"{field} must not be empty")
+            for name in format_names(expression):
+                if name not in SPARKPLUG_NAMES:
+                    raise ValueError(f"{field} {expression!r} uses {{{name}}}; a sparkplug_b subscription offers "
+                                     f"{', '.join('{' + n + '}' for n in SPARKPLUG_NAMES)}")
+        return self
+
     def filter(self) -> str:
         return filter_of(self.topic)
 
     def equipment_expression(self) -> str | None:
+        if self.payload.format == "sparkplug_b":
+            return self.equipment or "{device}"
         if self.equipment is not None:
             return self.equipment
         return "{equipment}" if "equipment" in self._captured() else None
 
     def parameter_expression(self) -> str | None:
+        if self.payload.format == "sparkplug_b":
+            return self.parameter or "{metric}"
         if self.parameter is not None:
             return self.parameter
         return "{parameter}" if "parameter" in self._captured() else None
@@ -248,6 +279,18 @@ class DeadLetterConfig(StrictModel):
     max_size: ByteSize = Field(default=ByteSize(100 * 2**20), ge=1024, description="rotated to PATH.1 beyond this size")
 
 
+class SparkplugConfig(StrictModel):
+    """Sparkplug B host behaviour, used by ``payload: {format: sparkplug_b}`` subscriptions."""
+
+    host_id: str | None = Field(
+        default=None, pattern=r"^[^/+#\s]+$", max_length=100,
+        description="act as this primary host application: publish spBv1.0/STATE/HOST_ID birth and death")
+    rebirth_interval: Duration = Field(
+        default=10.0, ge=0.1, description="at most one rebirth request per edge node in this many seconds")
+    request_rebirth: bool = Field(
+        default=True, description="ask an edge node to rebirth (NCMD) on a sequence gap or data before birth")
+
+
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 
 
@@ -283,6 +326,7 @@ class MqttConfig(ConnectorConfig):
     drain_timeout: Duration = Field(
         default=3.0, ge=0, le=4.5, description="on stop, how long to wait for in-flight acknowledgments")
     dead_letter: DeadLetterConfig | None = None
+    sparkplug: SparkplugConfig = SparkplugConfig()
     subscriptions: list[SubscriptionConfig] = []
     tags: list[TopicTag] = []
 
@@ -292,6 +336,15 @@ class MqttConfig(ConnectorConfig):
             raise ValueError("give subscriptions (topic templates) or tags (exact topics), or both")
         if self.username is not None and self.username_env is not None:
             raise ValueError("give username or username_env, not both")
+        if self.sparkplug.host_id is not None and not any(
+                s.payload.format == "sparkplug_b" for s in self.subscriptions):
+            raise ValueError("sparkplug.host_id needs a subscription with payload: {format: sparkplug_b}")
+        if self.shared_group is not None and any(s.payload.format == "sparkplug_b" for s in self.subscriptions):
+            raise ValueError("sparkplug_b needs every message of an edge node in one daemon (sequence numbers, "
+                             "aliases): it cannot be combined with shared_group")
+        for index, tag in enumerate(self.tags):
+            if tag.payload.format == "sparkplug_b":
+                raise ValueError(f"tags[{index}]: sparkplug_b is read through a subscription to spBv1.0/GROUP/#")
         filters = [(f"subscriptions[{i}]", s.filter()) for i, s in enumerate(self.subscriptions)]
         for j, (where_j, filter_j) in enumerate(filters):
             for where_i, filter_i in filters[:j]:
@@ -314,10 +367,13 @@ class MqttConfig(ConnectorConfig):
 
     def for_test_mode(self) -> MqttConfig:
         """Own client id, a clean session that ends with the connection, no shared group: the daemon's
-        session (its queued QoS 1/2 messages) and its group's share of the messages stay the daemon's."""
+        session (its queued QoS 1/2 messages), its group's share of the messages and its Sparkplug STATE stay
+        the daemon's."""
         client_id = f"{self.client_id or self.name}-read-{os.getpid()}"[:200]
+        # no Sparkplug host_id either: our STATE death would tell edge nodes the daemon's primary host is gone
         return self.model_copy(update={"client_id": client_id, "clean_start": True, "session_expiry": 0.0,
-                                       "shared_group": None})
+                                       "shared_group": None,
+                                       "sparkplug": self.sparkplug.model_copy(update={"host_id": None})})
 
     def learns_equipment(self) -> bool:
         return bool(self.subscriptions)  # a subscription's payload or topic template may name any equipment

@@ -62,9 +62,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
-from connectors.mqtt.config import MqttConfig
+from connectors.mqtt.config import SPARKPLUG_NAMESPACE, MqttConfig, filters_overlap
 from connectors.mqtt.deadletter import DeadLetterFile
 from connectors.mqtt.payloads import Malformed
+from connectors.mqtt.sparkplug import SparkplugHost, state_payload
 from connectors.mqtt.topics import TopicRouter
 from ingestor.contract import ConnectionLost, ProblemLog, Reading, ReadingSink, get_logger, now_us
 
@@ -172,6 +173,12 @@ class MqttConnector:
         self._rejections = ProblemLog(log, LOG_EVERY)
         self._dead_letters = (DeadLetterFile(config.dead_letter.path, config.dead_letter.max_size, self.name)
                               if config.dead_letter else None)
+        self.sparkplug: SparkplugHost | None = None
+        if any(sub.payload.format == "sparkplug_b" for sub in config.subscriptions):
+            self.sparkplug = SparkplugHost(self.name, config.sparkplug, self._publish, known_equipment, known_units)
+        self._state_topic = (f"{SPARKPLUG_NAMESPACE}/STATE/{config.sparkplug.host_id}"
+                             if config.sparkplug.host_id and self.sparkplug is not None else None)
+        self._state_stamp = 0
 
     # --- the Connector protocol ----------------------------------------------------------------------------
 
@@ -187,6 +194,10 @@ class MqttConnector:
         self._connack = self._loop.create_future()
         self._suback = None
         self._set_socket_hooks(client, False)  # paho must not call into the loop from the connect thread
+        if self._state_topic is not None:
+            # Sparkplug 3.0 primary host: the death certificate is the will, with the birth's timestamp
+            self._state_stamp = time.time_ns() // 1_000_000
+            client.will_set(self._state_topic, state_payload(False, self._state_stamp), qos=1, retain=True)
         if config.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = int(config.session_expiry)
@@ -223,6 +234,8 @@ class MqttConnector:
                 client.ack(mid, 2)
         self._pubcomp_owed.clear()
         await self._subscribe(client, session_present)
+        if self._state_topic is not None:  # after subscribing, as a primary host must
+            client.publish(self._state_topic, state_payload(True, self._state_stamp), qos=1, retain=True)
         log.info("mqtt session ready", connector=self.name, broker=f"{config.host}:{config.port}",
                  client_id=self.client_id, protocol=config.protocol, session_present=session_present,
                  subscriptions=len(config.subscriptions) + len(config.tags))
@@ -272,6 +285,8 @@ class MqttConnector:
             if client is not None and client.socket() is not None and self._link_up:
                 await self._acks_taken(client)
             if client is not None and client.socket() is not None:
+                if self._state_topic is not None and self._link_up:
+                    client.publish(self._state_topic, state_payload(False, self._state_stamp), qos=1, retain=True)
                 client.disconnect()
                 client.loop_write()  # the queued acks, then DISCONNECT; paho closes the socket after it
                 if client.socket() is not None:
@@ -461,6 +476,10 @@ class MqttConnector:
         prefix = f"$share/{config.shared_group}/" if config.shared_group else ""
         self._wanted = [(prefix + sub.filter(), sub.qos) for sub in config.subscriptions]
         self._wanted += [(prefix + tag.topic, tag.qos) for tag in config.tags]
+        state = f"{SPARKPLUG_NAMESPACE}/STATE/+"
+        if self.sparkplug is not None and not any(filters_overlap(state, sub.filter())
+                                                  for sub in config.subscriptions):
+            self._wanted.append((state, 1))  # host applications' STATE, never shared between daemons
         request: list[tuple[str, Any]] = list(self._wanted)
         if config.protocol == "5":
             # retainHandling 1: retained messages only for a new subscription, not again on every reconnect
@@ -517,9 +536,13 @@ class MqttConnector:
             if slot is not None:
                 acks.complete((slot,))
             return
-        self._inbox.append((readings, slot))
         self.accepted += 1
         self._accepted_metric.inc()
+        if not readings:  # a Sparkplug STATE, command or stale death: nothing to store
+            if slot is not None:
+                acks.complete((slot,))
+            return
+        self._inbox.append((readings, slot))
         self._wake.set()
         if len(self._inbox) >= self._config.max_buffered:
             self._pause_reading()
@@ -537,9 +560,20 @@ class MqttConnector:
             raise Malformed("bad_encoding", "the topic is not UTF-8") from None
         destination = self._router.route(topic)
         if destination is None:
+            if self.sparkplug is not None and topic.startswith(f"{SPARKPLUG_NAMESPACE}/STATE/"):
+                return self.sparkplug.readings(topic, payload, None, now_us())
             raise Malformed("unknown_topic", "no subscription template or tag matches this topic")
+        if destination.sparkplug is not None:
+            assert self.sparkplug is not None
+            return self.sparkplug.readings(topic, payload, destination.sparkplug, now_us())
         return destination.parser.parse(payload, destination.equipment, destination.parameter,
                                         destination.unit, now_us())
+
+    def _publish(self, topic: str, body: bytes) -> None:
+        """Publish a Sparkplug command (a rebirth request) on the current connection, QoS 0."""
+        client = self._client
+        if client is not None and self._link_up:
+            client.publish(topic, body, qos=0)
 
     def _reject(self, message: Any, reason: str, detail: str) -> None:
         self.rejected[reason] += 1

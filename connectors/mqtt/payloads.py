@@ -20,6 +20,8 @@ from ingestor.contract import Reading
 REASONS = (
     "oversized", "bad_encoding", "bad_json", "not_a_number", "missing_field", "bad_timestamp", "bad_parameter",
     "unknown_topic", "unknown_equipment", "unknown_unit", "empty", "retained", "internal_error",
+    # Sparkplug B (connectors/mqtt/sparkplug.py)
+    "bad_protobuf", "bad_topic", "before_birth", "bad_sequence", "bad_state",
 )
 """Every reason a message is rejected; the ``reason`` label of ``ingestor_mqtt_messages_rejected_total``."""
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from connectors.mqtt.config import MqttConfig, SubscriptionConfig, format_names, split_levels, template_levels
 from connectors.mqtt.payloads import PayloadParser
+from connectors.mqtt.sparkplug import SparkplugRoute
 
 CACHE_LIMIT = 100_000
 
@@ -24,6 +25,8 @@ class Destination(NamedTuple):
     parameter: str | None
     unit: str | None
     parser: PayloadParser
+    sparkplug: SparkplugRoute | None = None
+    """Set for ``format: sparkplug_b``: the equipment and parameter come from each metric, not the topic."""
 
 
 def _expression(expression: str | None) -> Callable[[dict[str, str]], str | None]:
@@ -39,7 +42,7 @@ def _expression(expression: str | None) -> Callable[[dict[str, str]], str | None
 
 
 class _Template:
-    __slots__ = ("equipment", "length", "levels", "multi", "parameter", "parser", "unit")
+    __slots__ = ("equipment", "length", "levels", "multi", "parameter", "parser", "sparkplug", "unit")
 
     def __init__(self, sub: SubscriptionConfig, parser: PayloadParser) -> None:
         self.levels = template_levels(sub.topic)
@@ -51,6 +54,11 @@ class _Template:
         self.parameter = _expression(sub.parameter_expression())
         self.unit = sub.unit
         self.parser = parser
+        self.sparkplug = None
+        if sub.payload.format == "sparkplug_b":
+            self.equipment = self.parameter = _expression(None)
+            self.sparkplug = SparkplugRoute(sub.equipment_expression() or "{device}",
+                                            sub.parameter_expression() or "{metric}", sub.unit)
 
     def match(self, parts: list[str]) -> Destination | None:
         if len(parts) < self.length or (not self.multi and len(parts) != self.length):
@@ -64,7 +72,8 @@ class _Template:
                 if not part:
                     return None  # an empty level names nothing
                 captured[text] = part
-        return Destination(self.equipment(captured), self.parameter(captured), self.unit, self.parser)
+        return Destination(self.equipment(captured), self.parameter(captured), self.unit, self.parser,
+                           self.sparkplug)
 
 
 class TopicRouter:

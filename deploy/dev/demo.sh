@@ -48,6 +48,7 @@ fi
 # The simulators: three presses each.  With config/demo.yaml the MQTT publisher plays presses 7-9 of line 3.
 mqtt_args=()
 [ "$CONFIG" = config/demo.yaml ] && mqtt_args=(--first-machine 7 --prefix demo/LINE-3)
+[ "$CONFIG" = config/mqtt-sparkplug.yaml ] && mqtt_args=(--sparkplug)   # a Sparkplug B edge node instead
 "$PY" -m simulators.opcua >"$LOGS/opcua.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.modbus >"$LOGS/modbus.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.mqtt "${mqtt_args[@]}" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
