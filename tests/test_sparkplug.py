@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,15 +26,19 @@ from connectors.mqtt import sparkplug_b_pb2
 from connectors.mqtt.config import MqttConfig, SparkplugConfig
 from connectors.mqtt.payloads import REASONS, Malformed
 from connectors.mqtt.sparkplug import SparkplugHost, SparkplugRoute
+from ingestor.config import IngestorConfig
 from ingestor.contract import Quality, Reading
+from ingestor.daemon.runtime import Daemon
 from ingestor.daemon.supervisor import ConnectorState
 from simulators.machine import PARAMETERS, UNITS, default_machines
 from simulators.sparkplug import SparkplugEdgeNode
 
+from .helpers import async_wait_until
 from .node_peers import PEERS, ensure_installed
 from .test_mqtt import Sink, async_wait, publish, supervised, unique
 
 Payload: Any = vars(sparkplug_b_pb2)["Payload"]
+REPO = Path(__file__).resolve().parent.parent
 METRICS = len(PARAMETERS)
 
 
@@ -354,3 +361,61 @@ def test_test_mode_does_not_speak_for_the_daemons_primary_host() -> None:
     config = sparkplug_config("G", sparkplug={"host_id": "daemon-host"})
     assert config.for_test_mode().sparkplug.host_id is None
     assert config.sparkplug.host_id == "daemon-host"
+
+
+async def test_the_daemon_stores_a_sparkplug_edge_node_and_its_death_as_bad_quality(
+        fresh_database: Any, tmp_path: Path) -> None:
+    """The example configuration, run by the real daemon into PostgreSQL: births and data by alias become rows
+    with the metric's engineering unit, and the broker's NDEATH will becomes a bad-quality row per metric."""
+    group = unique("G")
+    data = yaml.safe_load((REPO / "config" / "mqtt-sparkplug.yaml").read_text())
+    data["database"] = {"url": fresh_database.dsn, "refresh": {
+        "view_oee_daily": 0, "view_reliability_summary": 0, "sensor_5min_avg": 0}}
+    data["pipeline"].update(spool_dir=str(tmp_path / "spool"), batch_age="50ms")
+    data["http"] = {"enabled": False}
+    connector = data["connectors"][0]
+    connector.update(client_id=unique("test-spb-daemon"), session_expiry="1m")
+    connector["sparkplug"]["host_id"] = unique("test-host")
+    connector["subscriptions"][0]["topic"] = f"spBv1.0/{group}/#"
+    daemon = Daemon(IngestorConfig.model_validate(data), url=fresh_database.dsn)
+    serving = asyncio.create_task(daemon.serve())
+    edge = None
+    try:
+        await async_wait_until(lambda: daemon.schema_ready.is_set(), 60, "the schema")
+        await async_wait_until(lambda: daemon.supervisors[0].state is ConnectorState.CONNECTED, 30,
+                               "the daemon's Sparkplug connector to connect")
+        edge = edge_node(group).start()
+        stored = """SELECT e.value, u.unit_code, e.quality FROM fact_sensor_event e
+                    JOIN dim_equipment q USING (equipment_id) LEFT JOIN dim_unit u USING (unit_id)
+                    WHERE q.equipment_code = $1 AND e.parameter = $2 ORDER BY e.event_ts, e.event_id"""
+
+        async def rows(equipment: str, parameter: str) -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(fresh_database.dsn)
+            try:
+                return list(await conn.fetch(stored, equipment, parameter))
+            finally:
+                await conn.close()
+
+        await async_wait_until(lambda: rows("PRESS-01", "temperature"), 30, "the birth's values in the table")
+        assert (await rows("PRESS-01", "temperature"))[0]["unit_code"] == "degC"
+        edge.publish_data({"PRESS-02": {"temperature": 71.25}})
+
+        async def published() -> bool:
+            return any(r["value"] == 71.25 and r["quality"] == 0 for r in await rows("PRESS-02", "temperature"))
+        await async_wait_until(published, 30, "DDATA by alias in the table")
+        edge.die()
+
+        async def dark() -> bool:
+            for machine in ("PRESS-01", "PRESS-02"):
+                for parameter in PARAMETERS:
+                    found = await rows(machine, parameter)
+                    if not found or found[-1]["quality"] != 2:
+                        return False
+            return True
+        await async_wait_until(dark, 30, "every metric of the dead edge node stored as bad quality")
+        assert daemon.supervisors[0].state is ConnectorState.CONNECTED
+    finally:
+        if edge is not None:
+            edge.die()
+        daemon.stop()
+        assert await asyncio.wait_for(serving, 60) == 0
