@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import re
+import ssl
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
@@ -56,5 +57,17 @@ async def connect(url: str, timeout: float = 10.0) -> asyncpg.Connection:
     """Open one connection; errors name the redacted URL, never the password."""
     try:
         return await asyncpg.connect(url, timeout=timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {certificate_problem(exc)}") from exc
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
+
+
+def certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
+    """What is wrong with the server's certificate, in words an operator can act on."""
+    reason = exc.verify_message or str(exc)
+    if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+        hint = "the certificate does not name the host in the URL (sslmode verify-full checks the name)"
+    else:
+        hint = "the certificate does not chain to database.sslrootcert (wrong CA, or the server's chain is incomplete)"
+    return f"the server's TLS certificate was refused: {reason}; {hint}"
