@@ -26,6 +26,8 @@ from .private_postgres import PrivatePostgres
 from .test_config import MINIMAL
 
 _NOW = datetime.datetime.now(datetime.UTC)
+CERT_USER = "cert_user"
+PASSPHRASE = "key-passphrase-7"
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -52,10 +54,11 @@ def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def _server(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-            names: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _server(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[x509.GeneralName],
+            common_name: str = "db") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db")]))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(_NOW - datetime.timedelta(hours=1)).not_valid_after(_NOW + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -78,6 +81,15 @@ class Tls:
         self.other_ca.write_bytes(other.public_bytes(serialization.Encoding.PEM))
         self.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
         self.key.write_bytes(_pem(server_key))
+        # a client certificate for CERT_USER, its key encrypted with a passphrase
+        client, client_key = _server(ca, ca_key, [x509.DNSName(CERT_USER)], common_name=CERT_USER)
+        self.client_cert = root / "client.crt"
+        self.client_key = root / "client.key"
+        self.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+        self.client_key.write_bytes(client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+        self.client_key.chmod(0o600)
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +99,21 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 @pytest.fixture(scope="module")
 def server(tls: Tls) -> Iterator[PrivatePostgres]:
-    pg = PrivatePostgres(ssl=(tls.cert, tls.key))
+    pg = PrivatePostgres(ssl=(tls.cert, tls.key), client_ca=tls.ca, cert_users=(CERT_USER,))
     pg.start()
+    asyncio.run(_create_login(pg.dsn()))
     try:
         yield pg
     finally:
         pg.close()
+
+
+async def _create_login(dsn: str) -> None:
+    conn = await connect(dsn, 10)
+    try:
+        await conn.execute(f"CREATE ROLE {CERT_USER} LOGIN")
+    finally:
+        await conn.close()
 
 
 def _url(pg: PrivatePostgres, host: str, query: str) -> str:
@@ -199,3 +220,35 @@ def test_the_key_passphrase_comes_from_the_environment_and_is_never_shown(tmp_pa
     assert "hunter2" not in redact(url)
     with pytest.raises(ConfigError, match=r"sslkey is set without database\.sslcert"):
         load_config(_config(tmp_path, "  sslkey: /k.pem\n"), {})
+
+
+def test_a_client_certificate_with_an_encrypted_key_logs_in(server: PrivatePostgres, tls: Tls,
+                                                            tmp_path: Path) -> None:
+    path = _config(tmp_path, f"  url: postgresql://{CERT_USER}@localhost:{server.port}/postgres\n"
+                             f"  sslmode: verify-full\n  sslrootcert: {tls.ca}\n"
+                             f"  sslcert: {tls.client_cert}\n  sslkey: {tls.client_key}\n")
+    config = load_config(path, {})
+
+    async def whoami(url: str) -> str:
+        conn = await connect(url, 10)
+        try:
+            return str(await conn.fetchval("SELECT current_user"))
+        finally:
+            await conn.close()
+    url = config.database.effective_url({"INGESTOR_DATABASE_SSLPASSWORD": PASSPHRASE})
+    assert asyncio.run(whoami(url)) == CERT_USER
+    # without the certificate the server refuses the user (pg_hba: hostssl ... cert)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        asyncio.run(whoami(f"postgresql://{CERT_USER}@localhost:{server.port}/postgres?sslmode=verify-full"
+                           f"&sslrootcert={tls.ca}"))
+    assert PASSPHRASE not in str(caught.value)
+
+
+def test_a_wrong_or_missing_key_passphrase_is_a_clear_error(server: PrivatePostgres, tls: Tls) -> None:
+    base = (f"postgresql://{CERT_USER}@localhost:{server.port}/postgres?sslmode=verify-full&sslrootcert={tls.ca}"
+            f"&sslcert={tls.client_cert}&sslkey={tls.client_key}")
+    for url in (base + "&sslpassword=wrong-passphrase", base):
+        with pytest.raises(DatabaseUnavailable) as caught:
+            asyncio.run(_ssl_in_use(url))
+        assert "wrong-passphrase" not in str(caught.value)
+        assert "cannot load the client certificate or key" in str(caught.value)

@@ -59,6 +59,13 @@ async def connect(url: str, timeout: float = 10.0) -> asyncpg.Connection:
         return await asyncpg.connect(url, timeout=timeout)
     except ssl.SSLCertVerificationError as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {certificate_problem(exc)}") from exc
+    except ssl.SSLError as exc:
+        if "PEM" in str(exc) or "KEY_VALUES_MISMATCH" in str(exc):  # loading the client certificate or key
+            raise DatabaseUnavailable(
+                f"cannot connect to {redact(url)}: cannot load the client certificate or key (database.sslcert, "
+                "database.sslkey): a wrong or missing passphrase (INGESTOR_DATABASE_SSLPASSWORD), a key that "
+                f"does not match the certificate, or not PEM ({exc})") from exc
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
 
