@@ -198,6 +198,7 @@ def test_a_plain_or_unverified_connection_off_loopback_is_refused_at_load(
     "  url: postgresql://ingestor@127.0.0.1:5432/ingestor\n",
     "  url: postgresql://ingestor@[::1]:5432/ingestor\n  sslmode: disable\n",
     "  url: postgresql://ingestor@/ingestor?host=/run/postgresql\n",
+    "  url: postgresql://ingestor@%2frun%2fpostgresql/ingestor\n",
 ])
 def test_verified_or_loopback_connections_load(tmp_path: Path, database: str) -> None:
     load_config(_config(tmp_path, database), {})

@@ -10,7 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,7 +39,8 @@ def url_hosts(url: str) -> list[str]:
 
 def is_loopback(host: str) -> bool:
     """A Unix socket directory, ``localhost`` or a loopback address: traffic that never leaves the machine."""
-    if not host or host.startswith("/") or host.startswith("%2F") or host.lower() == "localhost":
+    host = unquote(host)
+    if not host or host.startswith("/") or host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
