@@ -26,7 +26,10 @@ def _as_postgres(args: list[str], **kwargs: object) -> subprocess.CompletedProce
 class PrivatePostgres:
     """``start()``, ``stop(mode)``, ``dsn(database)``; ``close()`` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl: tuple[Path, Path] | None = None, client_ca: Path | None = None,
+                 cert_users: tuple[str, ...] = ()) -> None:
+        """``ssl``: the server's certificate and key (PEM) to turn on ``ssl`` with; ``client_ca``: the CA of
+        client certificates, and ``cert_users`` the users who must log in with one (``hostssl … cert``)."""
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ingestor-pg-"))
         self.data = self.root / "data"
@@ -40,6 +43,24 @@ class PrivatePostgres:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.socket_dir}'\nfsync = off\nmax_connections = 50\n")
+            if ssl is not None:
+                for source, name in zip(ssl, ("server.crt", "server.key"), strict=True):
+                    target = self.data / name
+                    shutil.copyfile(source, target)
+                    target.chmod(0o600)
+                    if os.geteuid() == 0:
+                        shutil.chown(target, "postgres", "postgres")
+                conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+                if client_ca is not None:
+                    shutil.copyfile(client_ca, self.data / "client-ca.crt")
+                    if os.geteuid() == 0:
+                        shutil.chown(self.data / "client-ca.crt", "postgres", "postgres")
+                    conf.write("ssl_ca_file = 'client-ca.crt'\n")
+        if cert_users:
+            hba = self.data / "pg_hba.conf"
+            lines = "".join(f"hostssl all {user} 127.0.0.1/32 cert\nhost all {user} 127.0.0.1/32 reject\n"
+                            for user in cert_users)
+            hba.write_text(lines + hba.read_text())
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -25,5 +25,7 @@ def load_or_report(path: Path) -> IngestorConfig | None:
 
 
 def database_url(dsn: str | None, config: IngestorConfig | None) -> str | None:
-    """``--dsn``, then ``INGESTOR_DATABASE_URL``, then ``database.url`` of the configuration."""
-    return dsn or os.environ.get(DATABASE_URL_ENV) or (config.database.url if config is not None else None)
+    """``--dsn``, then ``INGESTOR_DATABASE_URL``, then ``database.url`` of the configuration (with the TLS
+    settings of the configuration's ``database:`` section)."""
+    url = dsn or os.environ.get(DATABASE_URL_ENV) or (config.database.url if config is not None else None)
+    return config.database.with_tls(url) if config is not None and url else url

@@ -65,6 +65,10 @@ def _load(path: str | Path, env: Mapping[str, str]) -> IngestorConfig:
             check_url(override)
         except ValueError as exc:
             problems.append(Problem(0, 0, "", f"{DATABASE_URL_ENV}: {exc}", DATABASE_URL_ENV))
+        else:
+            insecure = config.database.transport_problem(config.database.with_tls(override, {})) if config else None
+            if insecure:
+                problems.append(Problem(0, 0, "", f"{DATABASE_URL_ENV}: {insecure}", DATABASE_URL_ENV))
     if problems:
         raise ConfigError(problems)
     assert config is not None

@@ -6,15 +6,54 @@ a password need never be written in a tag map (asyncpg also honours ``PGPASSWORD
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Mapping
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from ingestor.contract import Duration, ReconnectConfig, StrictModel
 
 DATABASE_URL_ENV = "INGESTOR_DATABASE_URL"
+SSL_PASSWORD_ENV = "INGESTOR_DATABASE_SSLPASSWORD"
+"""The passphrase of ``database.sslkey``: a secret, so only from the environment (never in the YAML or a log)."""
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+VERIFIED_MODES = frozenset({"verify-ca", "verify-full"})
+
+
+def url_hosts(url: str) -> list[str]:
+    """Every host a URL names (``host1,host2`` and a ``?host=`` parameter included); ``""`` for none."""
+    parts = urlsplit(url)
+    hosts: list[str] = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host = item.rpartition("]")[0].lstrip("[") if item.startswith("[") else item.rpartition(":")[0] or item
+        hosts.append(host)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "host":
+            hosts.extend(value.split(","))
+    return hosts
+
+
+def is_loopback(host: str) -> bool:
+    """A Unix socket directory, ``localhost`` or a loopback address: traffic that never leaves the machine."""
+    host = unquote(host)
+    if not host or host.startswith("/") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_sslmode(url: str) -> str | None:
+    """The ``?sslmode=`` a URL carries, if any."""
+    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key == "sslmode":
+            return value
+    return None
 
 
 def check_url(value: str) -> str:
@@ -112,13 +151,58 @@ class DatabaseConfig(StrictModel):
         default=ReconnectConfig(initial=0.5, max=5.0), description="backoff while the database is unreachable")
     refresh: ViewRefreshConfig = ViewRefreshConfig()
     retention: RetentionConfig = RetentionConfig()
+    sslmode: SslMode | None = Field(
+        default=None,
+        description="TLS to the database; verify-full off loopback (default: the URL's ?sslmode=, else prefer)")
+    sslrootcert: str | None = Field(
+        default=None, description="CA certificate(s) the server's certificate must chain to")
+    sslcert: str | None = Field(default=None, description="client certificate (PEM), for certificate authentication")
+    sslkey: str | None = Field(
+        default=None, description=f"the client certificate's key (PEM); its passphrase from ${SSL_PASSWORD_ENV}")
+    allow_insecure: bool = Field(
+        default=False,
+        description="allow a plain-text or unverified (below verify-ca) connection to a host that is not loopback")
     timescaledb_jobs_check: Duration = Field(
         default=60.0, ge=0,
         description="how often to read TimescaleDB's background job stats (failing jobs in /readyz); 0 turns it off")
 
     _check_url = field_validator("url")(classmethod(lambda cls, value: check_url(value)))
 
-    def effective_url(self, environ: dict[str, str] | None = None) -> str:
-        """``INGESTOR_DATABASE_URL`` when set, else ``url``."""
+    @model_validator(mode="after")
+    def _check_transport(self) -> DatabaseConfig:
+        if self.sslcert is None and self.sslkey is not None:
+            raise ValueError("database.sslkey is set without database.sslcert")
+        problem = self.transport_problem(self.with_tls(self.url, {}))  # INGESTOR_DATABASE_URL: by the loader
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def transport_problem(self, url: str) -> str | None:
+        """Why the connection to ``url`` would be plain-text or unverified off loopback (None: it is fine)."""
+        if self.allow_insecure:
+            return None
+        remote = [host for host in url_hosts(url) if not is_loopback(host)]
+        mode = url_sslmode(url) or "prefer"
+        if not remote or mode in VERIFIED_MODES:
+            return None
+        return (f"the database host {remote[0]!r} is not loopback and sslmode is {mode!r}: the connection could be "
+                "read or redirected on the way; set database.sslmode: verify-full with database.sslrootcert "
+                "(the CA that signed the server's certificate), or database.allow_insecure: true to accept it")
+
+    def with_tls(self, url: str, environ: Mapping[str, str] | None = None) -> str:
+        """``url`` with the TLS settings of this section as libpq parameters (they win over the URL's own)."""
         env = os.environ if environ is None else environ
-        return env.get(DATABASE_URL_ENV) or self.url
+        settings = {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert, "sslcert": self.sslcert,
+                    "sslkey": self.sslkey, "sslpassword": (env.get(SSL_PASSWORD_ENV) or None) if self.sslkey else None}
+        if not any(settings.values()) or "://" not in url:
+            return url
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                 if not (settings.get(k))]
+        query += [(k, v) for k, v in settings.items() if v]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def effective_url(self, environ: dict[str, str] | None = None) -> str:
+        """``INGESTOR_DATABASE_URL`` when set, else ``url``; with the TLS settings of this section."""
+        env = os.environ if environ is None else environ
+        return self.with_tls(env.get(DATABASE_URL_ENV) or self.url, env)

@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import re
+import ssl
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
@@ -56,5 +57,24 @@ async def connect(url: str, timeout: float = 10.0) -> asyncpg.Connection:
     """Open one connection; errors name the redacted URL, never the password."""
     try:
         return await asyncpg.connect(url, timeout=timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {certificate_problem(exc)}") from exc
+    except ssl.SSLError as exc:
+        if "PEM" in str(exc) or "KEY_VALUES_MISMATCH" in str(exc):  # loading the client certificate or key
+            raise DatabaseUnavailable(
+                f"cannot connect to {redact(url)}: cannot load the client certificate or key (database.sslcert, "
+                "database.sslkey): a wrong or missing passphrase (INGESTOR_DATABASE_SSLPASSWORD), a key that "
+                f"does not match the certificate, or not PEM ({exc})") from exc
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
+
+
+def certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
+    """What is wrong with the server's certificate, in words an operator can act on."""
+    reason = exc.verify_message or str(exc)
+    if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+        hint = "the certificate does not name the host in the URL (sslmode verify-full checks the name)"
+    else:
+        hint = "the certificate does not chain to database.sslrootcert (wrong CA, or the server's chain is incomplete)"
+    return f"the server's TLS certificate was refused: {reason}; {hint}"
