@@ -49,6 +49,13 @@ def sql(db: Database, query: str, *args: Any) -> list[tuple[Any, ...]]:
     return asyncio.run(go())
 
 
+def events(db: Database) -> list[tuple[int, str, str, dict[str, Any], str]]:
+    """The maintenance events: (id, change, batchId, data, undo), in id order."""
+    return [(r[0], r[1]["change"], r[1]["batchId"], r[1], json.dumps(r[1]["undo"]))
+            for r in ((i, json.loads(d)) for i, d in sql(
+                db, "SELECT event_id, data::text FROM api_event WHERE event_type = 'maintenance' ORDER BY event_id"))]
+
+
 def batch_of(out: str) -> str:
     return next(line.split()[1] for line in out.splitlines() if line.startswith("batch:"))
 
@@ -162,8 +169,8 @@ def test_import_again_edit_and_undo(plant: Database, tmp_path: Path, capsys: pyt
                       "JOIN dim_equipment e USING (equipment_id) WHERE m.record_key = '4000126'") == [
         ("PRESS-04", "Corrective", datetime(2025, 6, 5, 20, 30, tzinfo=UTC), datetime(2025, 6, 5, 23, 0, tzinfo=UTC),
          Decimal("2.50"), Decimal("1280.00"), Decimal("162.50"), "ELEC_FAIL", "M. Weber")]
-    # a 'maintenance' event per work order, by the trigger of migration 0005
-    assert sql(plant, "SELECT count(*) FROM api_event WHERE event_type = 'maintenance'") == [(7,)]
+    # a 'maintenance' event per work order, emitted by the import for its batch (migration 0009)
+    assert [(e[1], e[2], e[4]) for e in events(plant)] == [("created", first, "false")] * 7
 
     # The same file again writes nothing, not even a batch.
     code, out, _ = cli(capsys, "import", "maintenance", str(export), "--dsn", plant.dsn)
@@ -182,17 +189,27 @@ def test_import_again_edit_and_undo(plant: Database, tmp_path: Path, capsys: pyt
     audit = sql(plant, "SELECT record_key, action, old_values ->> 'labor_hours', new_values ->> 'labor_hours' "
                        "FROM record_import_audit WHERE batch_id = $1 ORDER BY record_key", second)
     assert audit == [("4000125", "update", "1.00", "1.25"), ("4000129", "insert", None, None)]
+    # the edit is an 'updated' event with the new values, the new work order a 'created' one
+    edit_events = sorted((e for e in events(plant) if e[2] == second), key=lambda e: e[3]["workOrderNumber"])
+    assert [(e[3]["workOrderNumber"], e[1], e[3]["laborHours"]) for e in edit_events] == [
+        ("4000125", "updated", 1.25), ("4000129", "created", 1.0)]
 
     # The first batch cannot be taken back while the second changed one of its records.
     code, _, err = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
     assert code == 2 and f"later batches changed records of batch {first}; undo them first: {second}" in err
 
     code, out, _ = cli(capsys, "import", "undo", second, "--dsn", plant.dsn)
-    assert code == 0 and "1 deleted, 1 restored" in out
+    assert code == 0 and "1 deleted, 1 restored, 2 events emitted" in out
+    # the undo takes the edit's events back: the restored values, the inserted work order deleted
+    undo_events = sorted((e for e in events(plant) if e[2] == second and e[4] == "true"),
+                         key=lambda e: e[3]["workOrderNumber"])
+    assert [(e[3]["workOrderNumber"], e[1], e[3]["laborHours"], e[3]["retracts"]) for e in undo_events] == [
+        ("4000125", "updated", 1.0, [edit_events[0][0]]), ("4000129", "deleted", 1.0, [edit_events[1][0]])]
     assert sql(plant, "SELECT record_key, labor_hours FROM fact_maintenance WHERE record_key IN "
                       "('4000125', '4000129')") == [("4000125", Decimal("1.00"))]
     code, out, _ = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
-    assert code == 0 and "7 deleted, 0 restored" in out
+    assert code == 0 and "7 deleted, 0 restored, 7 events emitted" in out
+    assert sorted(e[1] for e in events(plant) if e[2] == first and e[4] == "true") == ["deleted"] * 7
     assert sql(plant, "SELECT count(*) FROM fact_maintenance WHERE record_key IS NOT NULL") == [(0,)]
     code, _, err = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
     assert code == 2 and "was undone already" in err

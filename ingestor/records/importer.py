@@ -21,6 +21,7 @@ from ingestor.records.store import (
     create_stage,
     drop_lines,
     duplicates,
+    emit_batch_events,
     load_plant,
     maintenance_links,
     merge,
@@ -47,6 +48,8 @@ class ImportResult:
     scrap_without_production: int = 0
     keys: dict[int, str] = field(default_factory=dict)
     """line → natural key of each record written (only when asked for, the API's answer)"""
+    events: int = 0
+    """live events the import emitted (a work order's ``maintenance`` event per insert and change)"""
 
     @property
     def refused(self) -> bool:
@@ -116,6 +119,8 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
                                      unchanged=result.unchanged, rejected=len(result.rejected_lines))
             if dry_run:
                 raise _Rollback
+            if kept:
+                result.events = await emit_batch_events(conn, kind, batch)
             result.batch = batch if kept else None
     except _Rollback:
         pass

@@ -322,13 +322,23 @@ async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding
     return batch
 
 
+async def bulk(conn: asyncpg.Connection, on: bool) -> None:
+    """Quiet (or wake again) the per-row event triggers of migration 0009 for the rest of the transaction: the
+    importer emits those events itself, set-based, last (:func:`emit_batch_events`).  A custom setting, which
+    any role may set."""
+    await conn.execute("SELECT set_config('ingestor.bulk', $1, true)", "on" if on else "off")
+
+
 async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID, *, dry_run: bool = False) -> Written:
     """Upsert the staged records; each insert and real change is audited under ``batch``.  ``dry_run``: the
     caller rolls back, so scrap records are only counted, not written (the kinds a CMMS or a register
-    exports are small enough to write and roll back)."""
+    exports are small enough to write and roll back).  The per-row event triggers are quiet meanwhile: the
+    caller emits the batch's events with :func:`emit_batch_events` just before it commits."""
     if kind == "scrap":
         return await _merge_scrap(conn, batch, dry_run)
+    await bulk(conn, True)
     await conn.execute(_MERGE[kind], batch)
+    await bulk(conn, False)
     counts = {r["action"]: r["n"] for r in await conn.fetch(
         "SELECT action, count(*) AS n FROM record_import_audit WHERE batch_id = $1 GROUP BY action", batch)}
     return Written(counts.get("insert", 0), counts.get("update", 0))
@@ -378,6 +388,8 @@ class Undone:
     kind: Kind
     deleted: int
     restored: int
+    events: int = 0
+    """events emitted to retract or correct those the batch emitted"""
 
 
 async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
@@ -401,6 +413,7 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
         raise UndoRefused(f"later batches changed records of batch {batch}; undo them first: "
                           + ", ".join(str(r["batch_id"]) for r in later))
     table, key, columns = TARGETS[kind]
+    await bulk(conn, True)
     deleted = await conn.execute(f"""
         WITH gone AS (
             DELETE FROM {table} t USING record_import_audit a
@@ -424,8 +437,10 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
         INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values, new_values)
         SELECT $1::uuid, '{kind}', b.{key}, 'update', true, to_jsonb(n), to_jsonb(b)
         FROM back b JOIN now_ n ON n.{key} = b.{key}""", batch)
+    await bulk(conn, False)
     await conn.execute("UPDATE record_import_batch SET undone_at = now() WHERE batch_id = $1", batch)
-    return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]))
+    retracted = await emit_undo_events(conn, kind, batch)
+    return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]), retracted)
 
 
 async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshold: float, min_parts: int) -> int:
@@ -449,7 +464,7 @@ async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshol
             FROM shifts sh
         )
         SELECT count(emit_event('quality_alert', now(), r.equipment_id, jsonb_build_object(
-                   'kind', 'scrap_rate', 'source', 'scrap_records', 'shift', d.shift_name,
+                   'kind', 'scrap_rate', 'source', 'scrap_records', 'batchId', $1::uuid, 'shift', d.shift_name,
                    'shiftCode', d.shift_code, 'productionDay', r.date_id,
                    'scrapRate', round(r.scrap::numeric / r.parts, 4), 'threshold', $2::float8,
                    'scrapParts', r.scrap, 'partsProduced', r.parts),
@@ -457,3 +472,83 @@ async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshol
         FROM rates r JOIN dim_shift d USING (shift_id)
         WHERE r.parts >= $3 AND r.parts > 0 AND r.scrap::float8 / r.parts > $2""", batch, threshold, min_parts)
     return emitted
+
+
+# The events of an import, emitted by the importer rather than the per-row triggers (migration 0009), in one
+# statement just before its transaction commits: the event-order lock of 0005, which the first event takes and
+# holds to the commit, is held for this statement only, not for the whole merge.  One event per work order
+# inserted ('created', with 0005's dedupe key) or changed ('updated', keyed by the batch).
+_BATCH_EVENTS = """
+SELECT count(emit_event('maintenance', w.event_time, w.equipment_id, w.data, w.dedupe_key)) FROM (
+    SELECT CASE WHEN a.action = 'insert' THEN m.created_at ELSE now() END AS event_time, m.equipment_id,
+           maintenance_event_data(m, CASE WHEN a.action = 'insert' THEN 'created' ELSE 'updated' END, $1::uuid, false)
+               AS data,
+           'maintenance:' || m.maintenance_id || CASE WHEN a.action = 'insert' THEN '' ELSE ':' || $1::uuid::text END
+               AS dedupe_key
+    FROM record_import_audit a JOIN fact_maintenance m ON m.record_key = a.record_key
+    WHERE a.batch_id = $1::uuid AND a.kind = 'maintenance' AND NOT a.undo
+    ORDER BY a.audit_id
+) w"""
+
+
+async def emit_batch_events(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> int:
+    """Emit the live events of what ``batch`` wrote (call it last in the import's transaction).  Only work
+    orders have events of their own; scrap raises ``quality_alert`` through :func:`scrap_rate_alerts`."""
+    if kind != "maintenance":
+        return 0
+    emitted: int = await conn.fetchval(_BATCH_EVENTS, batch)
+    return emitted
+
+
+# Undo: a work order the batch inserted and the undo deleted gets a 'deleted' event, one it changed and the
+# undo restored an 'updated' one with the values put back, both with undo true and `retracts`, the ids of the
+# events the batch emitted about that work order (those still kept).  A scrap-rate alert the batch raised is
+# retracted by a quality_alert of kind 'retracted', and its dedupe key is released, so that the shift can be
+# alerted again if its scrap, without the batch, still crosses the threshold.
+_UNDO_EVENTS = """
+WITH emitted AS (
+    SELECT (e.data ->> 'maintenanceId')::int AS maintenance_id, jsonb_agg(e.event_id ORDER BY e.event_id) AS ids
+    FROM api_event e
+    WHERE e.event_type = 'maintenance' AND e.data ->> 'batchId' = $1::uuid::text AND e.data ->> 'undo' = 'false'
+    GROUP BY 1
+)
+SELECT count(emit_event('maintenance', now(), w.equipment_id, w.data, w.dedupe_key)) FROM (
+    SELECT m.equipment_id,
+           maintenance_event_data(m, CASE WHEN a.action = 'delete' THEN 'deleted' ELSE 'updated' END, $1::uuid, true)
+               || jsonb_build_object('retracts', COALESCE(x.ids, '[]'::jsonb)) AS data,
+           'maintenance:' || m.maintenance_id || ':undo:' || $1::uuid::text AS dedupe_key
+    FROM record_import_audit a
+    CROSS JOIN LATERAL jsonb_populate_record(NULL::fact_maintenance,
+                                             CASE WHEN a.action = 'delete' THEN a.old_values ELSE a.new_values END) m
+    LEFT JOIN emitted x ON x.maintenance_id = m.maintenance_id
+    WHERE a.batch_id = $1::uuid AND a.kind = 'maintenance' AND a.undo
+    ORDER BY a.audit_id
+) w"""
+
+_RETRACTED_ALERTS = """
+UPDATE api_event SET dedupe_key = NULL
+WHERE event_type = 'quality_alert' AND data ->> 'batchId' = $1::uuid::text AND data ->> 'kind' = 'scrap_rate'
+RETURNING event_id, equipment_id, data"""
+
+_RETRACT_ALERTS = """
+SELECT count(emit_event('quality_alert', now(), a.equipment_id,
+                        a.data || jsonb_build_object('kind', 'retracted', 'retractedKind', a.data ->> 'kind',
+                                                     'retracts', a.event_id, 'undo', true),
+                        'quality:retract:' || a.event_id))
+FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS a (event_id, equipment_id, data)"""
+
+
+async def emit_undo_events(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> int:
+    """The events that take back those ``batch`` emitted (call it last in the undo's transaction)."""
+    if kind == "maintenance":
+        emitted: int = await conn.fetchval(_UNDO_EVENTS, batch)
+        return emitted
+    if kind != "scrap":
+        return 0
+    alerts = await conn.fetch(_RETRACTED_ALERTS, batch)
+    if not alerts:
+        return 0
+    retracted: int = await conn.fetchval(
+        _RETRACT_ALERTS, [a["event_id"] for a in alerts], [a["equipment_id"] for a in alerts],
+        [a["data"] for a in alerts])
+    return retracted
