@@ -196,8 +196,7 @@ WITH old AS (
 #    the foreign keys' triggers would do once per record.  When they all hold, and the import may (see
 #    _may_skip_row_triggers), step 3 runs without those per-row triggers.  (The audit rows' one reference is
 #    to the batch this transaction inserted, which nothing else can see, let alone delete.)
-# 3. _SCRAP_WRITE upserts the changes (ON CONFLICT still decides, so a concurrent writer of the same key is
-#    handled as before) and audits each insert and change set-based from the upsert's RETURNING.
+# 3. _SCRAP_INSERT and _SCRAP_UPDATE write them (below).
 _SCRAP_CHANGES = f"""
 CREATE TEMPORARY TABLE {SCRAP_CHANGES} ON COMMIT DROP AS
 SELECT s.record_key, s.equipment_id, s.recorded_at, s.product_id, s.scrap_qty, s.scrap_code, s.scrap_cost,
@@ -236,30 +235,35 @@ SELECT wanted.production = (SELECT count(*) FROM production)
    AND wanted.equipment = (SELECT count(*) FROM equipment)
 FROM wanted"""
 
-_SCRAP_WRITE = f"""
+# 3. The new records are a plain INSERT (no speculative insertion, and no audit row each: the row carries its
+#    batch in import_batch, which is how an undo finds it, and the batch row counts them); the changed ones an
+#    UPDATE audited with their values before and after.  Importers of one kind take turns (_KIND_LOCK, taken
+#    before step 1), so no other import can insert a key between step 1 and the INSERT.
+_SCRAP_INSERT = f"""
+INSERT INTO fact_scrap (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments,
+                        recorded_at, record_key, import_batch)
+SELECT production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments, recorded_at,
+       record_key, $1::uuid
+FROM {SCRAP_CHANGES} WHERE old_id IS NULL"""
+
+_SCRAP_UPDATE = f"""
 WITH old AS (
     SELECT f.* FROM fact_scrap f JOIN {SCRAP_CHANGES} c ON f.scrap_id = c.old_id
 ), written AS (
-    INSERT INTO fact_scrap AS f (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost,
-                                 comments, recorded_at, record_key, import_batch)
-    SELECT production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments, recorded_at,
-           record_key, $1::uuid
-    FROM {SCRAP_CHANGES}
-    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
-        production_id = EXCLUDED.production_id, product_id = EXCLUDED.product_id,
-        equipment_id = EXCLUDED.equipment_id, scrap_code = EXCLUDED.scrap_code, scrap_qty = EXCLUDED.scrap_qty,
-        scrap_cost = EXCLUDED.scrap_cost, comments = EXCLUDED.comments, recorded_at = EXCLUDED.recorded_at,
-        import_batch = EXCLUDED.import_batch
-    WHERE (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
-           f.recorded_at)
-          IS DISTINCT FROM
-          (EXCLUDED.production_id, EXCLUDED.product_id, EXCLUDED.equipment_id, EXCLUDED.scrap_code,
-           EXCLUDED.scrap_qty, EXCLUDED.scrap_cost, EXCLUDED.comments, EXCLUDED.recorded_at)
-    RETURNING f.*, (xmax = 0) AS inserted
-), audit AS (""" + _AUDIT.format(kind="scrap", key="record_key") + """)
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated,
-       count(*) FILTER (WHERE production_id IS NULL) AS without_production
-FROM written"""
+    UPDATE fact_scrap f SET
+        production_id = c.production_id, product_id = c.product_id, equipment_id = c.equipment_id,
+        scrap_code = c.scrap_code, scrap_qty = c.scrap_qty, scrap_cost = c.scrap_cost, comments = c.comments,
+        recorded_at = c.recorded_at, import_batch = $1::uuid
+    FROM {SCRAP_CHANGES} c WHERE f.scrap_id = c.old_id
+    RETURNING f.*
+)
+INSERT INTO record_import_audit (batch_id, kind, record_key, action, old_values, new_values)
+SELECT $1::uuid, 'scrap', w.record_key, 'update', to_jsonb(o), to_jsonb(w)
+FROM written w JOIN old o ON o.scrap_id = w.scrap_id"""
+
+# Imports of one kind take turns: a transaction-level advisory lock per kind (its keys: 0x52454344, 'RECD', and
+# the kind's hash).
+_KIND_LOCK = "SELECT pg_advisory_xact_lock(1380270916, hashtext($1::text))"
 
 
 async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
@@ -281,30 +285,33 @@ async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
 
 
 async def _merge_scrap(conn: asyncpg.Connection, batch: uuid.UUID, dry_run: bool) -> Written:
+    if not dry_run:
+        await conn.execute(_KIND_LOCK, "scrap")
     await conn.execute(_SCRAP_CHANGES)
-    written = Written()
-    if dry_run:
-        row = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
-            f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
-        written = Written(row["inserted"], row["updated"], row["without_production"])
-    elif await conn.fetchval(f"SELECT EXISTS (SELECT FROM {SCRAP_CHANGES})"):
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
+        f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
+    written = Written(row["inserted"], row["updated"], row["without_production"])
+    if not dry_run and written.inserted + written.updated:
         await conn.execute(f"ANALYZE {SCRAP_CHANGES}")
-        written = await _write_scrap(conn, batch)
+        await _write_scrap(conn, batch, written)
     await conn.execute(f"DROP TABLE {SCRAP_CHANGES}")
     return written
 
 
-async def _write_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> Written:
+async def _write_scrap(conn: asyncpg.Connection, batch: uuid.UUID, counts: Written) -> None:
     fast = await conn.fetchval(_SCRAP_REFERENCES) and await _may_skip_row_triggers(conn)
-    if not fast:  # the triggers check each row (and name the one that fails)
-        row = await conn.fetchrow(_SCRAP_WRITE, batch)
-    else:  # on an error the transaction is rolled back, and the setting with it
+    role = None
+    if fast:  # on an error the transaction is rolled back, and the setting with it
         role = await conn.fetchval("SELECT current_setting('session_replication_role')")
         await conn.execute("SELECT set_config('session_replication_role', 'replica', true)")
-        row = await conn.fetchrow(_SCRAP_WRITE, batch)
+    # else the triggers check each row (and name the one that fails)
+    if counts.inserted:
+        await conn.execute(_SCRAP_INSERT, batch)
+    if counts.updated:
+        await conn.execute(_SCRAP_UPDATE, batch)
+    if role is not None:
         await conn.execute("SELECT set_config('session_replication_role', $1, true)", role)
-    return Written(row["inserted"], row["updated"], row["without_production"])
 
 
 @dataclass
@@ -403,21 +410,32 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
     if row["undone_at"] is not None:
         raise UndoRefused(f"batch {batch} was undone already ({row['undone_at'].isoformat()})")
     kind: Kind = row["kind"]
+    # a later batch changed a record of this one: its audit says so by the key (this batch's audited inserts
+    # and changes), or by the batch the record had before (scrap inserts, which are not audited one by one)
     later = await conn.fetch(
-        "SELECT DISTINCT l.batch_id, b.imported_at FROM record_import_audit a "
-        "JOIN record_import_audit l ON l.kind = a.kind AND l.record_key = a.record_key AND l.audit_id > a.audit_id "
-        "  AND l.batch_id <> a.batch_id AND NOT l.undo "
+        "SELECT DISTINCT l.batch_id, b.imported_at FROM record_import_audit l "
         "JOIN record_import_batch b ON b.batch_id = l.batch_id AND b.undone_at IS NULL "
-        "WHERE a.batch_id = $1 AND NOT a.undo ORDER BY b.imported_at", batch)
+        "WHERE l.kind = $2 AND l.batch_id <> $1 AND NOT l.undo AND l.action = 'update' "
+        "  AND (l.old_values ->> 'import_batch' = $1::uuid::text OR EXISTS ("
+        "    SELECT FROM record_import_audit a WHERE a.batch_id = $1 AND NOT a.undo AND a.kind = l.kind "
+        "      AND a.record_key = l.record_key AND a.audit_id < l.audit_id)) "
+        "ORDER BY b.imported_at", batch, kind)
     if later:
         raise UndoRefused(f"later batches changed records of batch {batch}; undo them first: "
                           + ", ".join(str(r["batch_id"]) for r in later))
     table, key, columns = TARGETS[kind]
     await bulk(conn, True)
+    # what the batch inserted: by its audit rows, or for scrap the rows still carrying the batch that it
+    # did not update (a later batch that changed one would have been undone first, restoring the batch)
+    inserted = f"""DELETE FROM {table} t USING record_import_audit a
+            WHERE a.batch_id = $1 AND a.action = 'insert' AND NOT a.undo AND t.{key} = a.record_key"""
+    if kind == "scrap":
+        inserted = """DELETE FROM fact_scrap t WHERE t.import_batch = $1 AND NOT EXISTS (
+                SELECT FROM record_import_audit a WHERE a.batch_id = $1 AND a.action = 'update' AND NOT a.undo
+                  AND a.record_key = t.record_key)"""
     deleted = await conn.execute(f"""
         WITH gone AS (
-            DELETE FROM {table} t USING record_import_audit a
-            WHERE a.batch_id = $1 AND a.action = 'insert' AND NOT a.undo AND t.{key} = a.record_key
+            {inserted}
             RETURNING t.*
         )
         INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values)
