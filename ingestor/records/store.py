@@ -105,12 +105,19 @@ async def stage(conn: asyncpg.Connection, kind: Kind, records: Iterable[Staged])
     await conn.copy_records_to_table(STAGE, records=records, columns=list(_STAGE_COLUMNS[kind]))
 
 
+async def stage_chunk(conn: asyncpg.Connection, records: list[Staged]) -> None:
+    """COPY one chunk of scrap records into the chunk table of a streamed import (:class:`ScrapPipeline`)."""
+    await conn.copy_records_to_table(CHUNK_TABLE, records=records, columns=list(_STAGE_COLUMNS["scrap"]))
+
+
 async def duplicates(conn: asyncpg.Connection) -> list[tuple[str, list[int]]]:
-    """Keys staged more than once, with their lines in order."""
+    """Keys staged more than once, with their lines in order.  The keys are found by hashing (an ordered
+    aggregate over every staged row would sort them all), then the lines of just those."""
     await conn.execute(f"ANALYZE {STAGE}")
     rows = await conn.fetch(
-        f"SELECT record_key, array_agg(line ORDER BY line) AS lines FROM {STAGE} "
-        "GROUP BY record_key HAVING count(*) > 1 ORDER BY min(line)")
+        f"WITH twice AS (SELECT record_key FROM {STAGE} GROUP BY record_key HAVING count(*) > 1) "
+        f"SELECT s.record_key, array_agg(s.line ORDER BY s.line) AS lines FROM {STAGE} s "
+        "WHERE s.record_key IN (SELECT record_key FROM twice) GROUP BY s.record_key ORDER BY min(s.line)")
     return [(r["record_key"], list(r["lines"])) for r in rows]
 
 
@@ -570,3 +577,102 @@ async def emit_undo_events(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUI
         _RETRACT_ALERTS, [a["event_id"] for a in alerts], [a["equipment_id"] for a in alerts],
         [a["data"] for a in alerts])
     return retracted
+
+
+# Writing a scrap file while it is read (importer.import_rows, when neither --dry-run nor --skip-bad): each
+# chunk of parsed records is COPYed into a chunk table, and one script (one round trip, so that the server
+# works on it while Python parses the next chunk) appends it to the staging table (for the duplicate check at
+# the end), finds its new and changed records and writes them.  A problem anywhere in the file rolls all of it
+# back, so what the chunks wrote before it does not matter; what matters is that no chunk fails on account of
+# another: a key twice in one chunk is written once (DISTINCT ON), and a key a previous chunk of this batch
+# wrote already is left alone (the duplicate check reports it).  The importers of one kind take turns
+# (_KIND_LOCK), so a plain INSERT is safe.
+CHUNK_TABLE = "record_stage_chunk"
+
+
+async def open_scrap_pipeline(conn: asyncpg.Connection, batch: uuid.UUID) -> ScrapPipeline:
+    """Take the kind's lock, create the chunk and changes tables, and see whether the writes may run without
+    the per-row foreign-key triggers (:func:`_may_skip_row_triggers`)."""
+    await conn.execute(_KIND_LOCK, "scrap")
+    await conn.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} (LIKE {STAGE}) ON COMMIT DROP")
+    await conn.execute(f"""CREATE TEMPORARY TABLE {SCRAP_CHANGES} (
+        record_key text, equipment_id integer, recorded_at timestamptz, product_id integer, scrap_qty integer,
+        scrap_code text, scrap_cost numeric, comments text, production_id integer, old_id integer)
+        ON COMMIT DROP""")
+    role = await conn.fetchval("SELECT current_setting('session_replication_role')")
+    return ScrapPipeline(conn, batch, await _may_skip_row_triggers(conn), role)
+
+
+@dataclass
+class ScrapPipeline:
+    conn: asyncpg.Connection
+    batch: uuid.UUID
+    may_skip_triggers: bool
+    role: str
+
+    def script(self) -> str:
+        """The SQL of one chunk: a simple-query script, so one round trip (the batch id and the setting are
+        this process's own values, quoted as literals)."""
+        batch = f"'{self.batch}'::uuid"
+        replica = ""
+        if self.may_skip_triggers:  # only when every id the chunk refers to exists (and is locked)
+            replica = (f"SELECT set_config('session_replication_role', "
+                       f"CASE WHEN ({_CHUNK_REFERENCES}) THEN 'replica' ELSE '{self.role}' END, true);")
+        return f"""
+INSERT INTO {STAGE} SELECT * FROM {CHUNK_TABLE};
+TRUNCATE {SCRAP_CHANGES};
+INSERT INTO {SCRAP_CHANGES}
+SELECT DISTINCT ON (s.record_key) s.record_key, s.equipment_id, s.recorded_at, s.product_id, s.scrap_qty,
+       s.scrap_code, s.scrap_cost, s.comments, prod.production_id, f.scrap_id
+FROM {CHUNK_TABLE} s
+CROSS JOIN LATERAL (
+    SELECT (SELECT p.production_id FROM fact_production p
+            WHERE p.equipment_id = s.equipment_id AND p.start_time <= s.recorded_at AND p.end_time > s.recorded_at
+            ORDER BY p.start_time DESC LIMIT 1) AS production_id
+) prod
+-- one index probe per record: a hash join would read all of fact_scrap for every chunk
+LEFT JOIN LATERAL (SELECT * FROM fact_scrap f WHERE f.record_key = s.record_key LIMIT 1) f ON true
+WHERE f.scrap_id IS NULL
+   OR (f.import_batch IS DISTINCT FROM {batch}
+       AND (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
+            f.recorded_at)
+           IS DISTINCT FROM
+           (prod.production_id, s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost,
+            s.comments, s.recorded_at))
+ORDER BY s.record_key, s.line;
+{replica}
+{_SCRAP_INSERT.replace("$1::uuid", batch)};
+{_SCRAP_UPDATE.replace("$1::uuid", batch)};
+INSERT INTO record_scrap_written SELECT count(*) FILTER (WHERE old_id IS NULL), count(old_id),
+                                        count(*) FILTER (WHERE production_id IS NULL) FROM {SCRAP_CHANGES};
+{f"SELECT set_config('session_replication_role', '{self.role}', true);" if replica else ""}
+TRUNCATE {CHUNK_TABLE};"""
+
+    async def start(self) -> None:
+        await self.conn.execute("CREATE TEMPORARY TABLE record_scrap_written (inserted bigint, updated bigint, "
+                                "without_production bigint) ON COMMIT DROP")
+
+    async def written(self) -> Written:
+        row = await self.conn.fetchrow("SELECT COALESCE(sum(inserted), 0)::bigint AS inserted, "
+                                       "COALESCE(sum(updated), 0)::bigint AS updated, "
+                                       "COALESCE(sum(without_production), 0)::bigint AS without_production "
+                                       "FROM record_scrap_written")
+        await self.conn.execute(f"DROP TABLE record_scrap_written, {SCRAP_CHANGES}, {CHUNK_TABLE}")
+        return Written(row["inserted"], row["updated"], row["without_production"])
+
+
+_CHUNK_REFERENCES = f"""
+WITH production AS (
+    SELECT p.production_id FROM fact_production p
+    WHERE p.production_id IN (SELECT production_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), product AS (
+    SELECT d.product_id FROM dim_product d
+    WHERE d.product_id IN (SELECT product_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), equipment AS (
+    SELECT e.equipment_id FROM dim_equipment e
+    WHERE e.equipment_id IN (SELECT equipment_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+)
+SELECT count(DISTINCT c.production_id) = (SELECT count(*) FROM production)
+   AND count(DISTINCT c.product_id) = (SELECT count(*) FROM product)
+   AND count(DISTINCT c.equipment_id) = (SELECT count(*) FROM equipment)
+FROM {SCRAP_CHANGES} c"""
