@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from ingestor.cli import main
+from ingestor.records import importer
 from ingestor.records.source import RecordFile, detect_encoding
 from ingestor.records.values import parse_decimal, parse_int, parse_time
 
@@ -305,6 +306,39 @@ def test_scrap_dry_run_edit_audit_and_undo(plant: Database, tmp_path: Path, caps
         if not superuser:
             sql(plant, f"DROP OWNED BY {role}")
             sql(plant, f"DROP ROLE {role}")
+
+
+def test_scrap_written_in_chunks_while_read(plant: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed path with chunks of two records: a key again in a later chunk, or in the same one, is
+    reported with its line and nothing of the file is kept, though earlier chunks were written already; a
+    clean file counts its inserts, changes and unchanged records across chunks."""
+    monkeypatch.setattr(importer, "CHUNK", 2)
+    rows = [f"C-{i},PRESS-05,2025-06-03 1{i}:00,,{i},SC-BURR,\n" for i in range(1, 6)]
+    before = sql(plant, "SELECT count(*) FROM fact_scrap")
+    for text, error in ((rows[0] + rows[1] + rows[2] + rows[0].replace(",1,", ",9,"), "5: scrap_id: 'C-1' appears "
+                         "again (first on line 2)"),
+                        (rows[0] + rows[1] + rows[2] + rows[2], "5: scrap_id: 'C-3' appears again (first on line 4)"),
+                        (rows[0] + rows[1] + rows[2].replace("SC-BURR", "SC-BUR"),
+                         "4: reason: unknown scrap reason 'SC-BUR'; did you mean SC-BURR?")):
+        path = write(tmp_path, "chunks.csv", SCRAP_HEADER + text)
+        code, _, err = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+        assert code == 2 and err.splitlines()[0] == f"{path}:{error}", err
+        assert sql(plant, "SELECT count(*) FROM fact_scrap") == before
+    path = write(tmp_path, "chunks.csv", SCRAP_HEADER + "".join(rows[:3]))
+    code, out, _ = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+    assert code == 0 and "written:   3 inserted, 0 updated, 0 unchanged" in out
+    path = write(tmp_path, "chunks.csv", SCRAP_HEADER + rows[0] + rows[1].replace(",2,", ",7,") + "".join(rows[2:]))
+    code, out, _ = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+    assert code == 0 and "written:   2 inserted, 1 updated, 2 unchanged" in out
+    assert sql(plant, "SELECT record_key, scrap_qty FROM fact_scrap WHERE record_key LIKE 'C-%' ORDER BY 1") == [
+        ("C-1", 1), ("C-2", 7), ("C-3", 3), ("C-4", 4), ("C-5", 5)]
+    code, out, _ = cli(capsys, "import", "undo", batch_of(out), "--dsn", plant.dsn)
+    assert code == 0 and "2 deleted, 1 restored" in out
+    code, out, _ = cli(capsys, "import", "undo", sql(plant, "SELECT import_batch::text FROM fact_scrap WHERE "
+                                                            "record_key = 'C-1'")[0][0], "--dsn", plant.dsn)
+    assert code == 0 and "3 deleted, 0 restored" in out
+    assert sql(plant, "SELECT count(*) FROM fact_scrap") == before
 
 
 def test_skip_bad_writes_the_good_rows_and_a_rejects_file(plant: Database, tmp_path: Path,
