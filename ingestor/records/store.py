@@ -2,9 +2,12 @@
 the merge into the facts by natural key with an audit row per change, and undoing a batch.
 
 An import is one transaction: rows are COPYed into a temporary staging table (the specification's migration
-path: staging table → facts and dimensions), duplicate keys are found there, and one statement per kind
-upserts the staged rows, changing only rows whose values differ and writing each change with its values
-before and after into ``record_import_audit``.  Nothing is committed when the caller finds problems.
+path: staging table → facts and dimensions), duplicate keys are found there, and the staged rows are merged,
+changing only rows whose values differ and writing each change with its values before and after into
+``record_import_audit``.  Nothing is committed when the caller finds problems.  A scrap import without
+--dry-run or --skip-bad stages, compares and writes in chunks while the file is still read
+(:class:`ScrapPipeline`); the events of an import are emitted set-based just before it commits
+(:func:`emit_batch_events`, :func:`emit_undo_events`).
 """
 
 from __future__ import annotations

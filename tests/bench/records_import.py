@@ -10,9 +10,8 @@ its nine presses (three shifts a day, so every scrap record finds the production
 writes a scrap file the way a quality station in Germany exports one (``;``, decimal commas, local time
 ``dd.mm.yyyy HH:MM:SS``, no record ids: the key is equipment + time + reason), then runs the real command in a
 child process four times: ``--dry-run``, the first import, the same file again (nothing changes), and an
-edited export (every hundredth record's quantity changed: 1 % updated).  Wall
-time, the child's own peak RSS (``ru_maxrss``) and the load average before it are reported for each; the
-scratch database is dropped.
+edited export (every hundredth record's quantity changed: 1 % updated).  Wall time, the child's own peak RSS
+(``ru_maxrss``) and the load average before it are reported for each; the scratch database is dropped.
 """
 
 from __future__ import annotations
