@@ -214,7 +214,7 @@ async def test_a_maintenance_record_written_by_plain_sql_emits_an_event(conn: as
     assert event["data"] == {"maintenanceId": maintenance, "workOrderNumber": "WO-17",
                              "maintenanceType": "Corrective", "startTime": "2025-06-02T07:00:00.000Z",
                              "endTime": "2025-06-02T08:30:00.000Z", "laborHours": 1.5, "materialCost": 120.00,
-                             "description": "bearing replaced"}
+                             "description": "bearing replaced", "change": "created", "batchId": None, "undo": False}
     assert await conn.fetchval("SELECT dedupe_key FROM api_event WHERE event_id = $1", event["id"]) == \
         f"maintenance:{maintenance}"
     # a rolled-back insert emits nothing
@@ -226,6 +226,12 @@ async def test_a_maintenance_record_written_by_plain_sql_emits_an_event(conn: as
             await conn.execute("INSERT INTO fact_maintenance (equipment_id, work_order_number, maintenance_type, "
                                "start_time, end_time) VALUES ($1, 'WO-19', 'Gossip', $2, $2)", ids["M1"], local(9))
     assert len(await events(conn, "maintenance")) == 1
+    # a change by plain SQL is an 'updated' event, a delete a 'deleted' one (migration 0009); no change, none
+    await conn.execute("UPDATE fact_maintenance SET labor_hours = 2 WHERE maintenance_id = $1", maintenance)
+    await conn.execute("UPDATE fact_maintenance SET labor_hours = 2 WHERE maintenance_id = $1", maintenance)
+    await conn.execute("DELETE FROM fact_maintenance WHERE maintenance_id = $1", maintenance)
+    assert [(e["data"]["change"], e["data"]["laborHours"]) for e in await events(conn, "maintenance")] == [
+        ("created", 1.5), ("updated", 2.0), ("deleted", 2.0)]
 
 
 async def test_retention_deletes_a_prefix_of_ids_and_records_how_far(conn: asyncpg.Connection) -> None:

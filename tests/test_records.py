@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from ingestor.cli import main
+from ingestor.records import importer
 from ingestor.records.source import RecordFile, detect_encoding
 from ingestor.records.values import parse_decimal, parse_int, parse_time
 
@@ -47,6 +48,13 @@ def sql(db: Database, query: str, *args: Any) -> list[tuple[Any, ...]]:
         finally:
             await conn.close()
     return asyncio.run(go())
+
+
+def events(db: Database) -> list[tuple[int, str, str, dict[str, Any], str]]:
+    """The maintenance events: (id, change, batchId, data, undo), in id order."""
+    return [(r[0], r[1]["change"], r[1]["batchId"], r[1], json.dumps(r[1]["undo"]))
+            for r in ((i, json.loads(d)) for i, d in sql(
+                db, "SELECT event_id, data::text FROM api_event WHERE event_type = 'maintenance' ORDER BY event_id"))]
 
 
 def batch_of(out: str) -> str:
@@ -162,8 +170,8 @@ def test_import_again_edit_and_undo(plant: Database, tmp_path: Path, capsys: pyt
                       "JOIN dim_equipment e USING (equipment_id) WHERE m.record_key = '4000126'") == [
         ("PRESS-04", "Corrective", datetime(2025, 6, 5, 20, 30, tzinfo=UTC), datetime(2025, 6, 5, 23, 0, tzinfo=UTC),
          Decimal("2.50"), Decimal("1280.00"), Decimal("162.50"), "ELEC_FAIL", "M. Weber")]
-    # a 'maintenance' event per work order, by the trigger of migration 0005
-    assert sql(plant, "SELECT count(*) FROM api_event WHERE event_type = 'maintenance'") == [(7,)]
+    # a 'maintenance' event per work order, emitted by the import for its batch (migration 0009)
+    assert [(e[1], e[2], e[4]) for e in events(plant)] == [("created", first, "false")] * 7
 
     # The same file again writes nothing, not even a batch.
     code, out, _ = cli(capsys, "import", "maintenance", str(export), "--dsn", plant.dsn)
@@ -182,17 +190,27 @@ def test_import_again_edit_and_undo(plant: Database, tmp_path: Path, capsys: pyt
     audit = sql(plant, "SELECT record_key, action, old_values ->> 'labor_hours', new_values ->> 'labor_hours' "
                        "FROM record_import_audit WHERE batch_id = $1 ORDER BY record_key", second)
     assert audit == [("4000125", "update", "1.00", "1.25"), ("4000129", "insert", None, None)]
+    # the edit is an 'updated' event with the new values, the new work order a 'created' one
+    edit_events = sorted((e for e in events(plant) if e[2] == second), key=lambda e: e[3]["workOrderNumber"])
+    assert [(e[3]["workOrderNumber"], e[1], e[3]["laborHours"]) for e in edit_events] == [
+        ("4000125", "updated", 1.25), ("4000129", "created", 1.0)]
 
     # The first batch cannot be taken back while the second changed one of its records.
     code, _, err = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
     assert code == 2 and f"later batches changed records of batch {first}; undo them first: {second}" in err
 
     code, out, _ = cli(capsys, "import", "undo", second, "--dsn", plant.dsn)
-    assert code == 0 and "1 deleted, 1 restored" in out
+    assert code == 0 and "1 deleted, 1 restored, 2 events emitted" in out
+    # the undo takes the edit's events back: the restored values, the inserted work order deleted
+    undo_events = sorted((e for e in events(plant) if e[2] == second and e[4] == "true"),
+                         key=lambda e: e[3]["workOrderNumber"])
+    assert [(e[3]["workOrderNumber"], e[1], e[3]["laborHours"], e[3]["retracts"]) for e in undo_events] == [
+        ("4000125", "updated", 1.0, [edit_events[0][0]]), ("4000129", "deleted", 1.0, [edit_events[1][0]])]
     assert sql(plant, "SELECT record_key, labor_hours FROM fact_maintenance WHERE record_key IN "
                       "('4000125', '4000129')") == [("4000125", Decimal("1.00"))]
     code, out, _ = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
-    assert code == 0 and "7 deleted, 0 restored" in out
+    assert code == 0 and "7 deleted, 0 restored, 7 events emitted" in out
+    assert sorted(e[1] for e in events(plant) if e[2] == first and e[4] == "true") == ["deleted"] * 7
     assert sql(plant, "SELECT count(*) FROM fact_maintenance WHERE record_key IS NOT NULL") == [(0,)]
     code, _, err = cli(capsys, "import", "undo", first, "--dsn", plant.dsn)
     assert code == 2 and "was undone already" in err
@@ -270,7 +288,13 @@ def test_scrap_dry_run_edit_audit_and_undo(plant: Database, tmp_path: Path, caps
         second = batch_of(out)
         assert sql(plant, "SELECT record_key, action, old_values ->> 'scrap_qty', new_values ->> 'scrap_qty' "
                           "FROM record_import_audit WHERE batch_id = $1 ORDER BY record_key", second) == [
-            (f"{prefix}-2", "update", "2", "7"), (f"{prefix}-3", "insert", None, None)]
+            (f"{prefix}-2", "update", "2", "7")]  # a scrap insert is not audited: the record carries its batch
+        assert sql(plant, "SELECT record_key, import_batch::text FROM fact_scrap WHERE record_key LIKE $1 "
+                          "ORDER BY 1", f"{prefix}-%") == [(f"{prefix}-1", first), (f"{prefix}-2", second),
+                                                           (f"{prefix}-3", second)]
+        # the first batch's insert of -2 was changed by the second: undo that one first
+        code, _, err = cli(capsys, "import", "undo", first, "--dsn", dsn)
+        assert code == 2 and f"later batches changed records of batch {first}; undo them first: {second}" in err
 
         code, out, _ = cli(capsys, "import", "undo", second, "--dsn", dsn)
         assert code == 0 and "1 deleted, 1 restored" in out
@@ -282,6 +306,39 @@ def test_scrap_dry_run_edit_audit_and_undo(plant: Database, tmp_path: Path, caps
         if not superuser:
             sql(plant, f"DROP OWNED BY {role}")
             sql(plant, f"DROP ROLE {role}")
+
+
+def test_scrap_written_in_chunks_while_read(plant: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed path with chunks of two records: a key again in a later chunk, or in the same one, is
+    reported with its line and nothing of the file is kept, though earlier chunks were written already; a
+    clean file counts its inserts, changes and unchanged records across chunks."""
+    monkeypatch.setattr(importer, "CHUNK", 2)
+    rows = [f"C-{i},PRESS-05,2025-06-03 1{i}:00,,{i},SC-BURR,\n" for i in range(1, 6)]
+    before = sql(plant, "SELECT count(*) FROM fact_scrap")
+    for text, error in ((rows[0] + rows[1] + rows[2] + rows[0].replace(",1,", ",9,"), "5: scrap_id: 'C-1' appears "
+                         "again (first on line 2)"),
+                        (rows[0] + rows[1] + rows[2] + rows[2], "5: scrap_id: 'C-3' appears again (first on line 4)"),
+                        (rows[0] + rows[1] + rows[2].replace("SC-BURR", "SC-BUR"),
+                         "4: reason: unknown scrap reason 'SC-BUR'; did you mean SC-BURR?")):
+        path = write(tmp_path, "chunks.csv", SCRAP_HEADER + text)
+        code, _, err = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+        assert code == 2 and err.splitlines()[0] == f"{path}:{error}", err
+        assert sql(plant, "SELECT count(*) FROM fact_scrap") == before
+    path = write(tmp_path, "chunks.csv", SCRAP_HEADER + "".join(rows[:3]))
+    code, out, _ = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+    assert code == 0 and "written:   3 inserted, 0 updated, 0 unchanged" in out
+    path = write(tmp_path, "chunks.csv", SCRAP_HEADER + rows[0] + rows[1].replace(",2,", ",7,") + "".join(rows[2:]))
+    code, out, _ = cli(capsys, "import", "scrap", str(path), "--dsn", plant.dsn)
+    assert code == 0 and "written:   2 inserted, 1 updated, 2 unchanged" in out
+    assert sql(plant, "SELECT record_key, scrap_qty FROM fact_scrap WHERE record_key LIKE 'C-%' ORDER BY 1") == [
+        ("C-1", 1), ("C-2", 7), ("C-3", 3), ("C-4", 4), ("C-5", 5)]
+    code, out, _ = cli(capsys, "import", "undo", batch_of(out), "--dsn", plant.dsn)
+    assert code == 0 and "2 deleted, 1 restored" in out
+    code, out, _ = cli(capsys, "import", "undo", sql(plant, "SELECT import_batch::text FROM fact_scrap WHERE "
+                                                            "record_key = 'C-1'")[0][0], "--dsn", plant.dsn)
+    assert code == 0 and "3 deleted, 0 restored" in out
+    assert sql(plant, "SELECT count(*) FROM fact_scrap") == before
 
 
 def test_skip_bad_writes_the_good_rows_and_a_rejects_file(plant: Database, tmp_path: Path,

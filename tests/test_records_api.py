@@ -4,10 +4,13 @@ problem documents, writes by natural key, and the events they emit, on a real da
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import asyncpg
 import pytest
+
+from ingestor.records.store import undo_batch
 
 from .api_helpers import api_client, api_state
 from .conftest import Database
@@ -69,6 +72,9 @@ async def test_maintenance_posted_like_an_import(plant: Database) -> None:
         changed = (await client.post("/api/records/maintenance", json={**order, "labor_hours": 2},
                                      headers=AUTH)).json()
         assert (changed["inserted"], changed["updated"]) == (0, 1)
+        # the change is a 'maintenance' event of its own, with the new values and the batch
+        assert [(e["change"], e["laborHours"], e["batchId"]) for e in await events(plant, "maintenance")] == [
+            ("created", 1.25, body["batchId"]), ("updated", 2.0, changed["batchId"])]
 
         bad = [order, {**order, "work_order": "T-901", "equipment": "PRESS-3", "end": "2025-06-03T09:00:00+02:00"}]
         response = await client.post("/api/records/maintenance", json=bad, headers=AUTH)
@@ -95,11 +101,31 @@ async def test_scrap_raises_a_quality_alert_once_the_shift_crosses_the_threshold
         more = [{**first, "scrap_id": "T-2", "quantity": 2}, {**first, "scrap_id": "T-3", "quantity": 1}]
         body = (await client.post("/api/records/scrap", json=more, headers=AUTH)).json()
         assert (body["inserted"], body["alerts"]) == (2, 1)  # 7 of 100
-        assert await events(plant, "quality_alert") == [
-            {"kind": "scrap_rate", "source": "scrap_records", "shift": "Early shift", "shiftCode": "EARLY",
-             "productionDay": 20250603, "scrapRate": 0.07, "threshold": 0.05, "scrapParts": 7, "partsProduced": 100}]
+        alert = {"kind": "scrap_rate", "source": "scrap_records", "batchId": body["batchId"], "shift": "Early shift",
+                 "shiftCode": "EARLY", "productionDay": 20250603, "scrapRate": 0.07, "threshold": 0.05,
+                 "scrapParts": 7, "partsProduced": 100}
+        assert await events(plant, "quality_alert") == [alert]
+        alert_batch = body["batchId"]
         body = (await client.post("/api/records/scrap", json={**first, "scrap_id": "T-4"}, headers=AUTH)).json()
         assert body["alerts"] == 0  # once per machine and shift
         response = await client.post("/api/records/scrap", json={**first, "quantity": -1}, headers=AUTH)
         assert response.status_code == 400
         assert response.json()["errors"] == [{"record": 1, "field": "quantity", "problem": "must not be negative, got -1"}]
+
+    # Undoing the batch that raised the alert retracts it, and frees the shift to be alerted again.
+    conn = await asyncpg.connect(plant.dsn)
+    try:
+        alert_id = await conn.fetchval("SELECT event_id FROM api_event WHERE event_type = 'quality_alert'")
+        async with conn.transaction():
+            undone = await undo_batch(conn, uuid.UUID(alert_batch))
+        assert (undone.deleted, undone.events) == (2, 1)
+        assert await conn.fetchval("SELECT dedupe_key FROM api_event WHERE event_id = $1", alert_id) is None
+    finally:
+        await conn.close()
+    assert (await events(plant, "quality_alert"))[1] == {
+        **alert, "kind": "retracted", "retractedKind": "scrap_rate", "retracts": alert_id, "undo": True}
+    # T-1 and T-4 are left (8 of 100, still over): a new record alerts the shift again
+    async with api_client(api_state(plant.dsn, environ=TOKENS)) as client:
+        body = (await client.post("/api/records/scrap", json={**first, "scrap_id": "T-5", "quantity": 3},
+                                  headers=AUTH)).json()
+        assert body["alerts"] == 1

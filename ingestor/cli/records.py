@@ -218,7 +218,8 @@ async def _undo(config: IngestorConfig | None, url: str, batch: uuid.UUID) -> in
         return EXIT_CONFIG
     finally:
         await conn.close()
-    print(f"undone:    batch {batch} ({done.kind}): {done.deleted} deleted, {done.restored} restored")
+    print(f"undone:    batch {batch} ({done.kind}): {done.deleted} deleted, {done.restored} restored, "
+          f"{done.events} events emitted to take back its events")
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ header and rows of text fields, so both check exactly the same way.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,17 +16,22 @@ import asyncpg
 
 from ingestor.records.kinds import Header, Kind, Problem, RowParser, Staged
 from ingestor.records.store import (
+    CHUNK_TABLE,
+    STAGE,
     MaintenanceLinks,
     Written,
     close_batch,
     create_stage,
     drop_lines,
     duplicates,
+    emit_batch_events,
     load_plant,
     maintenance_links,
     merge,
     open_batch,
+    open_scrap_pipeline,
     stage,
+    stage_chunk,
 )
 from ingestor.records.values import DateOrder
 
@@ -47,6 +53,8 @@ class ImportResult:
     scrap_without_production: int = 0
     keys: dict[int, str] = field(default_factory=dict)
     """line → natural key of each record written (only when asked for, the API's answer)"""
+    events: int = 0
+    """live events the import emitted (a work order's ``maintenance`` event per insert and change)"""
 
     @property
     def refused(self) -> bool:
@@ -86,6 +94,9 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
                     result.keys[line] = record[1]
                 yield record
 
+    if kind == "scrap" and not dry_run and not skip_bad:
+        await _import_scrap_streaming(conn, result, header, parsed(), problems, encoding)
+        return result
     try:
         async with conn.transaction():
             await create_stage(conn, kind)
@@ -116,6 +127,8 @@ async def import_rows(conn: asyncpg.Connection, kind: Kind, names: list[str],
                                      unchanged=result.unchanged, rejected=len(result.rejected_lines))
             if dry_run:
                 raise _Rollback
+            if kept:
+                result.events = await emit_batch_events(conn, kind, batch)
             result.batch = batch if kept else None
     except _Rollback:
         pass
@@ -130,3 +143,64 @@ def _duplicate(header: Header, key: str, line: int, first: int) -> Problem:
     if header.kind == "equipment" and "code" in header.index:
         column = "code"
     return Problem(line, header.label(column), f"{key!r} appears again (first on line {first})")
+
+
+CHUNK = 50_000
+"""records per chunk of a streamed scrap import (some 25 MB of parsed rows at a time)"""
+
+
+async def _import_scrap_streaming(conn: asyncpg.Connection, result: ImportResult, header: Header,
+                                  records: Iterator[Staged], problems: list[Problem], encoding: str | None) -> None:
+    """A scrap file written while it is read: the server stages, compares and writes one chunk while Python
+    parses the next (store.ScrapPipeline).  Any problem rolls the whole import back, as on the other path; a
+    problem found while reading stops the writing (the rest is only staged, for the duplicate check)."""
+    pending: asyncio.Future[str] | None = None
+    try:
+        async with conn.transaction():
+            await create_stage(conn, "scrap")
+            batch = await open_batch(conn, "scrap", result.source, encoding)
+            pipeline = await open_scrap_pipeline(conn, batch)
+            await pipeline.start()
+            script = pipeline.script()
+            for chunk in _chunks(records, CHUNK):  # parsing the chunk while the server works on the last
+                if pending is not None:
+                    await pending
+                await stage_chunk(conn, chunk)
+                if problems:  # nothing of this import is kept: only stage, for the duplicate check
+                    pending = asyncio.ensure_future(conn.execute(f"INSERT INTO {STAGE} SELECT * FROM {CHUNK_TABLE}; "
+                                                                 f"TRUNCATE {CHUNK_TABLE}"))
+                else:
+                    pending = asyncio.ensure_future(conn.execute(script))
+                await asyncio.sleep(0)  # let it send the script before parsing goes on
+            if pending is not None:
+                await pending
+            for key, lines in await duplicates(conn):
+                for line in lines[1:]:
+                    problems.append(_duplicate(header, key, line, lines[0]))
+            problems.sort(key=lambda p: p.line)
+            result.problems = problems
+            if problems:
+                raise _Rollback
+            result.written = await pipeline.written()
+            result.unchanged = result.rows_read - result.written.inserted - result.written.updated
+            result.scrap_without_production = result.written.without_production
+            kept = await close_batch(conn, batch, rows_read=result.rows_read, written=result.written,
+                                     unchanged=result.unchanged, rejected=0)
+            result.batch = batch if kept else None
+    except _Rollback:
+        pass
+    except BaseException:
+        if pending is not None and not pending.done():
+            pending.cancel()
+        raise
+
+
+def _chunks(records: Iterator[Staged], size: int) -> Iterator[list[Staged]]:
+    chunk: list[Staged] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from ingestor.records.values import DateOrder, parse_decimal, parse_int, parse_time
+from ingestor.records.values import DateOrder, fast_local_time, parse_decimal, parse_int, parse_time
 
 Kind = Literal["maintenance", "scrap", "equipment"]
 KINDS: tuple[Kind, ...] = ("maintenance", "scrap", "equipment")
@@ -325,12 +325,18 @@ class RowParser:
             amount = Decimal(cost.replace(",", ".", 1))
             if match[2] is None or len(match[2]) != 2:
                 amount = amount.quantize(_CENT)
-        try:
-            at = parse_time(when, plant.equipment_zone[code], self.date_order)
-        except ValueError:
-            return self._scrap(line, fields, problems)
+        zone = plant.equipment_zone[code]
+        fast = fast_local_time(when, zone)
+        if fast is not None:
+            at, iso = fast
+        else:
+            try:
+                at = parse_time(when, zone, self.date_order)
+            except ValueError:
+                return self._scrap(line, fields, problems)
+            iso = at.isoformat()
         own_id = own_id.strip()
-        key = own_id or f"{code}|{at.isoformat()}|{reason}"
+        key = own_id or f"{code}|{iso}|{reason}"
         return (line, key, ident, at, product_id, int(qty), reason, amount, comments.strip() or None)
 
     def _scrap(self, line: int, fields: list[str], problems: list[Problem]) -> Staged | None:

@@ -113,7 +113,7 @@ class RecordFile:
             try:
                 for fields in reader:
                     line, last = last + 1, reader.line_num
-                    if fields and any(f.strip() for f in fields):
+                    if fields and (fields[0].strip() or any(f.strip() for f in fields)):
                         yield line, fields
             except csv.Error as exc:
                 raise SourceError(f"{self.path}:{reader.line_num}: not CSV: {exc}") from None

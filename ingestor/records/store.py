@@ -2,9 +2,12 @@
 the merge into the facts by natural key with an audit row per change, and undoing a batch.
 
 An import is one transaction: rows are COPYed into a temporary staging table (the specification's migration
-path: staging table → facts and dimensions), duplicate keys are found there, and one statement per kind
-upserts the staged rows, changing only rows whose values differ and writing each change with its values
-before and after into ``record_import_audit``.  Nothing is committed when the caller finds problems.
+path: staging table → facts and dimensions), duplicate keys are found there, and the staged rows are merged,
+changing only rows whose values differ and writing each change with its values before and after into
+``record_import_audit``.  Nothing is committed when the caller finds problems.  A scrap import without
+--dry-run or --skip-bad stages, compares and writes in chunks while the file is still read
+(:class:`ScrapPipeline`); the events of an import are emitted set-based just before it commits
+(:func:`emit_batch_events`, :func:`emit_undo_events`).
 """
 
 from __future__ import annotations
@@ -105,12 +108,19 @@ async def stage(conn: asyncpg.Connection, kind: Kind, records: Iterable[Staged])
     await conn.copy_records_to_table(STAGE, records=records, columns=list(_STAGE_COLUMNS[kind]))
 
 
+async def stage_chunk(conn: asyncpg.Connection, records: list[Staged]) -> None:
+    """COPY one chunk of scrap records into the chunk table of a streamed import (:class:`ScrapPipeline`)."""
+    await conn.copy_records_to_table(CHUNK_TABLE, records=records, columns=list(_STAGE_COLUMNS["scrap"]))
+
+
 async def duplicates(conn: asyncpg.Connection) -> list[tuple[str, list[int]]]:
-    """Keys staged more than once, with their lines in order."""
+    """Keys staged more than once, with their lines in order.  The keys are found by hashing (an ordered
+    aggregate over every staged row would sort them all), then the lines of just those."""
     await conn.execute(f"ANALYZE {STAGE}")
     rows = await conn.fetch(
-        f"SELECT record_key, array_agg(line ORDER BY line) AS lines FROM {STAGE} "
-        "GROUP BY record_key HAVING count(*) > 1 ORDER BY min(line)")
+        f"WITH twice AS (SELECT record_key FROM {STAGE} GROUP BY record_key HAVING count(*) > 1) "
+        f"SELECT s.record_key, array_agg(s.line ORDER BY s.line) AS lines FROM {STAGE} s "
+        "WHERE s.record_key IN (SELECT record_key FROM twice) GROUP BY s.record_key ORDER BY min(s.line)")
     return [(r["record_key"], list(r["lines"])) for r in rows]
 
 
@@ -196,8 +206,7 @@ WITH old AS (
 #    the foreign keys' triggers would do once per record.  When they all hold, and the import may (see
 #    _may_skip_row_triggers), step 3 runs without those per-row triggers.  (The audit rows' one reference is
 #    to the batch this transaction inserted, which nothing else can see, let alone delete.)
-# 3. _SCRAP_WRITE upserts the changes (ON CONFLICT still decides, so a concurrent writer of the same key is
-#    handled as before) and audits each insert and change set-based from the upsert's RETURNING.
+# 3. _SCRAP_INSERT and _SCRAP_UPDATE write them (below).
 _SCRAP_CHANGES = f"""
 CREATE TEMPORARY TABLE {SCRAP_CHANGES} ON COMMIT DROP AS
 SELECT s.record_key, s.equipment_id, s.recorded_at, s.product_id, s.scrap_qty, s.scrap_code, s.scrap_cost,
@@ -236,30 +245,35 @@ SELECT wanted.production = (SELECT count(*) FROM production)
    AND wanted.equipment = (SELECT count(*) FROM equipment)
 FROM wanted"""
 
-_SCRAP_WRITE = f"""
+# 3. The new records are a plain INSERT (no speculative insertion, and no audit row each: the row carries its
+#    batch in import_batch, which is how an undo finds it, and the batch row counts them); the changed ones an
+#    UPDATE audited with their values before and after.  Importers of one kind take turns (_KIND_LOCK, taken
+#    before step 1), so no other import can insert a key between step 1 and the INSERT.
+_SCRAP_INSERT = f"""
+INSERT INTO fact_scrap (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments,
+                        recorded_at, record_key, import_batch)
+SELECT production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments, recorded_at,
+       record_key, $1::uuid
+FROM {SCRAP_CHANGES} WHERE old_id IS NULL"""
+
+_SCRAP_UPDATE = f"""
 WITH old AS (
     SELECT f.* FROM fact_scrap f JOIN {SCRAP_CHANGES} c ON f.scrap_id = c.old_id
 ), written AS (
-    INSERT INTO fact_scrap AS f (production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost,
-                                 comments, recorded_at, record_key, import_batch)
-    SELECT production_id, product_id, equipment_id, scrap_code, scrap_qty, scrap_cost, comments, recorded_at,
-           record_key, $1::uuid
-    FROM {SCRAP_CHANGES}
-    ON CONFLICT (record_key) WHERE record_key IS NOT NULL DO UPDATE SET
-        production_id = EXCLUDED.production_id, product_id = EXCLUDED.product_id,
-        equipment_id = EXCLUDED.equipment_id, scrap_code = EXCLUDED.scrap_code, scrap_qty = EXCLUDED.scrap_qty,
-        scrap_cost = EXCLUDED.scrap_cost, comments = EXCLUDED.comments, recorded_at = EXCLUDED.recorded_at,
-        import_batch = EXCLUDED.import_batch
-    WHERE (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
-           f.recorded_at)
-          IS DISTINCT FROM
-          (EXCLUDED.production_id, EXCLUDED.product_id, EXCLUDED.equipment_id, EXCLUDED.scrap_code,
-           EXCLUDED.scrap_qty, EXCLUDED.scrap_cost, EXCLUDED.comments, EXCLUDED.recorded_at)
-    RETURNING f.*, (xmax = 0) AS inserted
-), audit AS (""" + _AUDIT.format(kind="scrap", key="record_key") + """)
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated,
-       count(*) FILTER (WHERE production_id IS NULL) AS without_production
-FROM written"""
+    UPDATE fact_scrap f SET
+        production_id = c.production_id, product_id = c.product_id, equipment_id = c.equipment_id,
+        scrap_code = c.scrap_code, scrap_qty = c.scrap_qty, scrap_cost = c.scrap_cost, comments = c.comments,
+        recorded_at = c.recorded_at, import_batch = $1::uuid
+    FROM {SCRAP_CHANGES} c WHERE f.scrap_id = c.old_id
+    RETURNING f.*
+)
+INSERT INTO record_import_audit (batch_id, kind, record_key, action, old_values, new_values)
+SELECT $1::uuid, 'scrap', w.record_key, 'update', to_jsonb(o), to_jsonb(w)
+FROM written w JOIN old o ON o.scrap_id = w.scrap_id"""
+
+# Imports of one kind take turns: a transaction-level advisory lock per kind (its keys: 0x52454344, 'RECD', and
+# the kind's hash).
+_KIND_LOCK = "SELECT pg_advisory_xact_lock(1380270916, hashtext($1::text))"
 
 
 async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
@@ -281,30 +295,33 @@ async def _may_skip_row_triggers(conn: asyncpg.Connection) -> bool:
 
 
 async def _merge_scrap(conn: asyncpg.Connection, batch: uuid.UUID, dry_run: bool) -> Written:
+    if not dry_run:
+        await conn.execute(_KIND_LOCK, "scrap")
     await conn.execute(_SCRAP_CHANGES)
-    written = Written()
-    if dry_run:
-        row = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
-            f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
-        written = Written(row["inserted"], row["updated"], row["without_production"])
-    elif await conn.fetchval(f"SELECT EXISTS (SELECT FROM {SCRAP_CHANGES})"):
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE old_id IS NULL) AS inserted, count(old_id) AS updated, "
+        f"count(*) FILTER (WHERE production_id IS NULL) AS without_production FROM {SCRAP_CHANGES}")
+    written = Written(row["inserted"], row["updated"], row["without_production"])
+    if not dry_run and written.inserted + written.updated:
         await conn.execute(f"ANALYZE {SCRAP_CHANGES}")
-        written = await _write_scrap(conn, batch)
+        await _write_scrap(conn, batch, written)
     await conn.execute(f"DROP TABLE {SCRAP_CHANGES}")
     return written
 
 
-async def _write_scrap(conn: asyncpg.Connection, batch: uuid.UUID) -> Written:
+async def _write_scrap(conn: asyncpg.Connection, batch: uuid.UUID, counts: Written) -> None:
     fast = await conn.fetchval(_SCRAP_REFERENCES) and await _may_skip_row_triggers(conn)
-    if not fast:  # the triggers check each row (and name the one that fails)
-        row = await conn.fetchrow(_SCRAP_WRITE, batch)
-    else:  # on an error the transaction is rolled back, and the setting with it
+    role = None
+    if fast:  # on an error the transaction is rolled back, and the setting with it
         role = await conn.fetchval("SELECT current_setting('session_replication_role')")
         await conn.execute("SELECT set_config('session_replication_role', 'replica', true)")
-        row = await conn.fetchrow(_SCRAP_WRITE, batch)
+    # else the triggers check each row (and name the one that fails)
+    if counts.inserted:
+        await conn.execute(_SCRAP_INSERT, batch)
+    if counts.updated:
+        await conn.execute(_SCRAP_UPDATE, batch)
+    if role is not None:
         await conn.execute("SELECT set_config('session_replication_role', $1, true)", role)
-    return Written(row["inserted"], row["updated"], row["without_production"])
 
 
 @dataclass
@@ -322,13 +339,23 @@ async def open_batch(conn: asyncpg.Connection, kind: Kind, source: str, encoding
     return batch
 
 
+async def bulk(conn: asyncpg.Connection, on: bool) -> None:
+    """Quiet (or wake again) the per-row event triggers of migration 0009 for the rest of the transaction: the
+    importer emits those events itself, set-based, last (:func:`emit_batch_events`).  A custom setting, which
+    any role may set."""
+    await conn.execute("SELECT set_config('ingestor.bulk', $1, true)", "on" if on else "off")
+
+
 async def merge(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID, *, dry_run: bool = False) -> Written:
     """Upsert the staged records; each insert and real change is audited under ``batch``.  ``dry_run``: the
     caller rolls back, so scrap records are only counted, not written (the kinds a CMMS or a register
-    exports are small enough to write and roll back)."""
+    exports are small enough to write and roll back).  The per-row event triggers are quiet meanwhile: the
+    caller emits the batch's events with :func:`emit_batch_events` just before it commits."""
     if kind == "scrap":
         return await _merge_scrap(conn, batch, dry_run)
+    await bulk(conn, True)
     await conn.execute(_MERGE[kind], batch)
+    await bulk(conn, False)
     counts = {r["action"]: r["n"] for r in await conn.fetch(
         "SELECT action, count(*) AS n FROM record_import_audit WHERE batch_id = $1 GROUP BY action", batch)}
     return Written(counts.get("insert", 0), counts.get("update", 0))
@@ -378,6 +405,8 @@ class Undone:
     kind: Kind
     deleted: int
     restored: int
+    events: int = 0
+    """events emitted to retract or correct those the batch emitted"""
 
 
 async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
@@ -391,20 +420,32 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
     if row["undone_at"] is not None:
         raise UndoRefused(f"batch {batch} was undone already ({row['undone_at'].isoformat()})")
     kind: Kind = row["kind"]
+    # a later batch changed a record of this one: its audit says so by the key (this batch's audited inserts
+    # and changes), or by the batch the record had before (scrap inserts, which are not audited one by one)
     later = await conn.fetch(
-        "SELECT DISTINCT l.batch_id, b.imported_at FROM record_import_audit a "
-        "JOIN record_import_audit l ON l.kind = a.kind AND l.record_key = a.record_key AND l.audit_id > a.audit_id "
-        "  AND l.batch_id <> a.batch_id AND NOT l.undo "
+        "SELECT DISTINCT l.batch_id, b.imported_at FROM record_import_audit l "
         "JOIN record_import_batch b ON b.batch_id = l.batch_id AND b.undone_at IS NULL "
-        "WHERE a.batch_id = $1 AND NOT a.undo ORDER BY b.imported_at", batch)
+        "WHERE l.kind = $2 AND l.batch_id <> $1 AND NOT l.undo AND l.action = 'update' "
+        "  AND (l.old_values ->> 'import_batch' = $1::uuid::text OR EXISTS ("
+        "    SELECT FROM record_import_audit a WHERE a.batch_id = $1 AND NOT a.undo AND a.kind = l.kind "
+        "      AND a.record_key = l.record_key AND a.audit_id < l.audit_id)) "
+        "ORDER BY b.imported_at", batch, kind)
     if later:
         raise UndoRefused(f"later batches changed records of batch {batch}; undo them first: "
                           + ", ".join(str(r["batch_id"]) for r in later))
     table, key, columns = TARGETS[kind]
+    await bulk(conn, True)
+    # what the batch inserted: by its audit rows, or for scrap the rows still carrying the batch that it
+    # did not update (a later batch that changed one would have been undone first, restoring the batch)
+    inserted = f"""DELETE FROM {table} t USING record_import_audit a
+            WHERE a.batch_id = $1 AND a.action = 'insert' AND NOT a.undo AND t.{key} = a.record_key"""
+    if kind == "scrap":
+        inserted = """DELETE FROM fact_scrap t WHERE t.import_batch = $1 AND NOT EXISTS (
+                SELECT FROM record_import_audit a WHERE a.batch_id = $1 AND a.action = 'update' AND NOT a.undo
+                  AND a.record_key = t.record_key)"""
     deleted = await conn.execute(f"""
         WITH gone AS (
-            DELETE FROM {table} t USING record_import_audit a
-            WHERE a.batch_id = $1 AND a.action = 'insert' AND NOT a.undo AND t.{key} = a.record_key
+            {inserted}
             RETURNING t.*
         )
         INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values)
@@ -424,8 +465,10 @@ async def undo_batch(conn: asyncpg.Connection, batch: uuid.UUID) -> Undone:
         INSERT INTO record_import_audit (batch_id, kind, record_key, action, undo, old_values, new_values)
         SELECT $1::uuid, '{kind}', b.{key}, 'update', true, to_jsonb(n), to_jsonb(b)
         FROM back b JOIN now_ n ON n.{key} = b.{key}""", batch)
+    await bulk(conn, False)
     await conn.execute("UPDATE record_import_batch SET undone_at = now() WHERE batch_id = $1", batch)
-    return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]))
+    retracted = await emit_undo_events(conn, kind, batch)
+    return Undone(kind, int(deleted.rsplit(" ", 1)[1]), int(restored.rsplit(" ", 1)[1]), retracted)
 
 
 async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshold: float, min_parts: int) -> int:
@@ -449,7 +492,7 @@ async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshol
             FROM shifts sh
         )
         SELECT count(emit_event('quality_alert', now(), r.equipment_id, jsonb_build_object(
-                   'kind', 'scrap_rate', 'source', 'scrap_records', 'shift', d.shift_name,
+                   'kind', 'scrap_rate', 'source', 'scrap_records', 'batchId', $1::uuid, 'shift', d.shift_name,
                    'shiftCode', d.shift_code, 'productionDay', r.date_id,
                    'scrapRate', round(r.scrap::numeric / r.parts, 4), 'threshold', $2::float8,
                    'scrapParts', r.scrap, 'partsProduced', r.parts),
@@ -457,3 +500,182 @@ async def scrap_rate_alerts(conn: asyncpg.Connection, batch: uuid.UUID, threshol
         FROM rates r JOIN dim_shift d USING (shift_id)
         WHERE r.parts >= $3 AND r.parts > 0 AND r.scrap::float8 / r.parts > $2""", batch, threshold, min_parts)
     return emitted
+
+
+# The events of an import, emitted by the importer rather than the per-row triggers (migration 0009), in one
+# statement just before its transaction commits: the event-order lock of 0005, which the first event takes and
+# holds to the commit, is held for this statement only, not for the whole merge.  One event per work order
+# inserted ('created', with 0005's dedupe key) or changed ('updated', keyed by the batch).
+_BATCH_EVENTS = """
+SELECT count(emit_event('maintenance', w.event_time, w.equipment_id, w.data, w.dedupe_key)) FROM (
+    SELECT CASE WHEN a.action = 'insert' THEN m.created_at ELSE now() END AS event_time, m.equipment_id,
+           maintenance_event_data(m, CASE WHEN a.action = 'insert' THEN 'created' ELSE 'updated' END, $1::uuid, false)
+               AS data,
+           'maintenance:' || m.maintenance_id || CASE WHEN a.action = 'insert' THEN '' ELSE ':' || $1::uuid::text END
+               AS dedupe_key
+    FROM record_import_audit a JOIN fact_maintenance m ON m.record_key = a.record_key
+    WHERE a.batch_id = $1::uuid AND a.kind = 'maintenance' AND NOT a.undo
+    ORDER BY a.audit_id
+) w"""
+
+
+async def emit_batch_events(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> int:
+    """Emit the live events of what ``batch`` wrote (call it last in the import's transaction).  Only work
+    orders have events of their own; scrap raises ``quality_alert`` through :func:`scrap_rate_alerts`."""
+    if kind != "maintenance":
+        return 0
+    emitted: int = await conn.fetchval(_BATCH_EVENTS, batch)
+    return emitted
+
+
+# Undo: a work order the batch inserted and the undo deleted gets a 'deleted' event, one it changed and the
+# undo restored an 'updated' one with the values put back, both with undo true and `retracts`, the ids of the
+# events the batch emitted about that work order (those still kept).  A scrap-rate alert the batch raised is
+# retracted by a quality_alert of kind 'retracted', and its dedupe key is released, so that the shift can be
+# alerted again if its scrap, without the batch, still crosses the threshold.
+_UNDO_EVENTS = """
+WITH emitted AS (
+    SELECT (e.data ->> 'maintenanceId')::int AS maintenance_id, jsonb_agg(e.event_id ORDER BY e.event_id) AS ids
+    FROM api_event e
+    WHERE e.event_type = 'maintenance' AND e.data ->> 'batchId' = $1::uuid::text AND e.data ->> 'undo' = 'false'
+    GROUP BY 1
+)
+SELECT count(emit_event('maintenance', now(), w.equipment_id, w.data, w.dedupe_key)) FROM (
+    SELECT m.equipment_id,
+           maintenance_event_data(m, CASE WHEN a.action = 'delete' THEN 'deleted' ELSE 'updated' END, $1::uuid, true)
+               || jsonb_build_object('retracts', COALESCE(x.ids, '[]'::jsonb)) AS data,
+           'maintenance:' || m.maintenance_id || ':undo:' || $1::uuid::text AS dedupe_key
+    FROM record_import_audit a
+    CROSS JOIN LATERAL jsonb_populate_record(NULL::fact_maintenance,
+                                             CASE WHEN a.action = 'delete' THEN a.old_values ELSE a.new_values END) m
+    LEFT JOIN emitted x ON x.maintenance_id = m.maintenance_id
+    WHERE a.batch_id = $1::uuid AND a.kind = 'maintenance' AND a.undo
+    ORDER BY a.audit_id
+) w"""
+
+_RETRACTED_ALERTS = """
+UPDATE api_event SET dedupe_key = NULL
+WHERE event_type = 'quality_alert' AND data ->> 'batchId' = $1::uuid::text AND data ->> 'kind' = 'scrap_rate'
+RETURNING event_id, equipment_id, data"""
+
+_RETRACT_ALERTS = """
+SELECT count(emit_event('quality_alert', now(), a.equipment_id,
+                        a.data || jsonb_build_object('kind', 'retracted', 'retractedKind', a.data ->> 'kind',
+                                                     'retracts', a.event_id, 'undo', true),
+                        'quality:retract:' || a.event_id))
+FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS a (event_id, equipment_id, data)"""
+
+
+async def emit_undo_events(conn: asyncpg.Connection, kind: Kind, batch: uuid.UUID) -> int:
+    """The events that take back those ``batch`` emitted (call it last in the undo's transaction)."""
+    if kind == "maintenance":
+        emitted: int = await conn.fetchval(_UNDO_EVENTS, batch)
+        return emitted
+    if kind != "scrap":
+        return 0
+    alerts = await conn.fetch(_RETRACTED_ALERTS, batch)
+    if not alerts:
+        return 0
+    retracted: int = await conn.fetchval(
+        _RETRACT_ALERTS, [a["event_id"] for a in alerts], [a["equipment_id"] for a in alerts],
+        [a["data"] for a in alerts])
+    return retracted
+
+
+# Writing a scrap file while it is read (importer.import_rows, when neither --dry-run nor --skip-bad): each
+# chunk of parsed records is COPYed into a chunk table, and one script (one round trip, so that the server
+# works on it while Python parses the next chunk) appends it to the staging table (for the duplicate check at
+# the end), finds its new and changed records and writes them.  A problem anywhere in the file rolls all of it
+# back, so what the chunks wrote before it does not matter; what matters is that no chunk fails on account of
+# another: a key twice in one chunk is written once (DISTINCT ON), and a key a previous chunk of this batch
+# wrote already is left alone (the duplicate check reports it).  The importers of one kind take turns
+# (_KIND_LOCK), so a plain INSERT is safe.
+CHUNK_TABLE = "record_stage_chunk"
+
+
+async def open_scrap_pipeline(conn: asyncpg.Connection, batch: uuid.UUID) -> ScrapPipeline:
+    """Take the kind's lock, create the chunk and changes tables, and see whether the writes may run without
+    the per-row foreign-key triggers (:func:`_may_skip_row_triggers`)."""
+    await conn.execute(_KIND_LOCK, "scrap")
+    await conn.execute(f"CREATE TEMPORARY TABLE {CHUNK_TABLE} (LIKE {STAGE}) ON COMMIT DROP")
+    await conn.execute(f"""CREATE TEMPORARY TABLE {SCRAP_CHANGES} (
+        record_key text, equipment_id integer, recorded_at timestamptz, product_id integer, scrap_qty integer,
+        scrap_code text, scrap_cost numeric, comments text, production_id integer, old_id integer)
+        ON COMMIT DROP""")
+    role = await conn.fetchval("SELECT current_setting('session_replication_role')")
+    return ScrapPipeline(conn, batch, await _may_skip_row_triggers(conn), role)
+
+
+@dataclass
+class ScrapPipeline:
+    conn: asyncpg.Connection
+    batch: uuid.UUID
+    may_skip_triggers: bool
+    role: str
+
+    def script(self) -> str:
+        """The SQL of one chunk: a simple-query script, so one round trip (the batch id and the setting are
+        this process's own values, quoted as literals)."""
+        batch = f"'{self.batch}'::uuid"
+        replica = ""
+        if self.may_skip_triggers:  # only when every id the chunk refers to exists (and is locked)
+            replica = (f"SELECT set_config('session_replication_role', "
+                       f"CASE WHEN ({_CHUNK_REFERENCES}) THEN 'replica' ELSE '{self.role}' END, true);")
+        return f"""
+INSERT INTO {STAGE} SELECT * FROM {CHUNK_TABLE};
+TRUNCATE {SCRAP_CHANGES};
+INSERT INTO {SCRAP_CHANGES}
+SELECT DISTINCT ON (s.record_key) s.record_key, s.equipment_id, s.recorded_at, s.product_id, s.scrap_qty,
+       s.scrap_code, s.scrap_cost, s.comments, prod.production_id, f.scrap_id
+FROM {CHUNK_TABLE} s
+CROSS JOIN LATERAL (
+    SELECT (SELECT p.production_id FROM fact_production p
+            WHERE p.equipment_id = s.equipment_id AND p.start_time <= s.recorded_at AND p.end_time > s.recorded_at
+            ORDER BY p.start_time DESC LIMIT 1) AS production_id
+) prod
+-- one index probe per record: a hash join would read all of fact_scrap for every chunk
+LEFT JOIN LATERAL (SELECT * FROM fact_scrap f WHERE f.record_key = s.record_key LIMIT 1) f ON true
+WHERE f.scrap_id IS NULL
+   OR (f.import_batch IS DISTINCT FROM {batch}
+       AND (f.production_id, f.product_id, f.equipment_id, f.scrap_code, f.scrap_qty, f.scrap_cost, f.comments,
+            f.recorded_at)
+           IS DISTINCT FROM
+           (prod.production_id, s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost,
+            s.comments, s.recorded_at))
+ORDER BY s.record_key, s.line;
+{replica}
+{_SCRAP_INSERT.replace("$1::uuid", batch)};
+{_SCRAP_UPDATE.replace("$1::uuid", batch)};
+INSERT INTO record_scrap_written SELECT count(*) FILTER (WHERE old_id IS NULL), count(old_id),
+                                        count(*) FILTER (WHERE production_id IS NULL) FROM {SCRAP_CHANGES};
+{f"SELECT set_config('session_replication_role', '{self.role}', true);" if replica else ""}
+TRUNCATE {CHUNK_TABLE};"""
+
+    async def start(self) -> None:
+        await self.conn.execute("CREATE TEMPORARY TABLE record_scrap_written (inserted bigint, updated bigint, "
+                                "without_production bigint) ON COMMIT DROP")
+
+    async def written(self) -> Written:
+        row = await self.conn.fetchrow("SELECT COALESCE(sum(inserted), 0)::bigint AS inserted, "
+                                       "COALESCE(sum(updated), 0)::bigint AS updated, "
+                                       "COALESCE(sum(without_production), 0)::bigint AS without_production "
+                                       "FROM record_scrap_written")
+        await self.conn.execute(f"DROP TABLE record_scrap_written, {SCRAP_CHANGES}, {CHUNK_TABLE}")
+        return Written(row["inserted"], row["updated"], row["without_production"])
+
+
+_CHUNK_REFERENCES = f"""
+WITH production AS (
+    SELECT p.production_id FROM fact_production p
+    WHERE p.production_id IN (SELECT production_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), product AS (
+    SELECT d.product_id FROM dim_product d
+    WHERE d.product_id IN (SELECT product_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+), equipment AS (
+    SELECT e.equipment_id FROM dim_equipment e
+    WHERE e.equipment_id IN (SELECT equipment_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
+)
+SELECT count(DISTINCT c.production_id) = (SELECT count(*) FROM production)
+   AND count(DISTINCT c.product_id) = (SELECT count(*) FROM product)
+   AND count(DISTINCT c.equipment_id) = (SELECT count(*) FROM equipment)
+FROM {SCRAP_CHANGES} c"""

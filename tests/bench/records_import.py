@@ -9,9 +9,9 @@ It builds a scratch database with the demo plant (config/demo.yaml) and one year
 its nine presses (three shifts a day, so every scrap record finds the production record it belongs to),
 writes a scrap file the way a quality station in Germany exports one (``;``, decimal commas, local time
 ``dd.mm.yyyy HH:MM:SS``, no record ids: the key is equipment + time + reason), then runs the real command in a
-child process three times: ``--dry-run``, the first import, and the same file again (nothing changes).  Wall
-time, the child's own peak RSS (``ru_maxrss``) and the load average before it are reported for each; the
-scratch database is dropped.
+child process four times: ``--dry-run``, the first import, the same file again (nothing changes), and an
+edited export (every hundredth record's quantity changed: 1 % updated).  Wall time, the child's own peak RSS
+(``ru_maxrss``) and the load average before it are reported for each; the scratch database is dropped.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ async def build(dsn: str) -> None:
         await conn.close()
 
 
-def write_file(path: Path, rows: int) -> None:
+def write_file(path: Path, rows: int, edit_every: int = 0) -> None:
+    """The station's export; with ``edit_every``, the same file with the quantity of every that many-th row
+    changed (an edited export: those records are updated, the rest unchanged)."""
     rng = random.Random(12)
     step = 364 * 86400 / rows
     with path.open("w", encoding="utf-8", newline="") as out:
@@ -73,7 +75,8 @@ def write_file(path: Path, rows: int) -> None:
             twice = local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
             when = local.isoformat() if twice else f"{local:%d.%m.%Y %H:%M:%S}"
             cost = rng.randint(1, 9999)
-            out.write(f"{PRESSES[i % 9]};{when};BRACKET-{'AB'[i % 2]};{rng.randint(1, 40)};{REASONS[i % 7]};"
+            qty = rng.randint(1, 40) + (1 if edit_every and i % edit_every == 0 else 0)
+            out.write(f"{PRESSES[i % 9]};{when};BRACKET-{'AB'[i % 2]};{qty};{REASONS[i % 7]};"
                       f"{cost // 100},{cost % 100:02d};\r\n")
 
 
@@ -106,14 +109,16 @@ def main() -> None:
     try:
         asyncio.run(build(dsn))
         with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / "scrap.csv"
+            path, edited = Path(scratch) / "scrap.csv", Path(scratch) / "scrap-edited.csv"
             write_file(path, options.rows)
+            write_file(edited, options.rows, edit_every=100)
             size = path.stat().st_size / 1e6
             print(f"file: {options.rows:,} rows, {size:.0f} MB; server {options.server.rsplit('@', 1)[-1]}")
             # the dry run first, as one would before importing: what it counts is a million new records
-            for label, extra in (("dry run", ["--dry-run"]), ("first import", []), ("same file again", [])):
+            for label, file, extra in (("dry run", path, ["--dry-run"]), ("first import", path, []),
+                                       ("same file again", path, []), ("edited (1 %)", edited, [])):
                 load = os.getloadavg()[0]
-                wall, rss, out = run(["import", "scrap", str(path), "--dsn", dsn, *extra])
+                wall, rss, out = run(["import", "scrap", str(file), "--dsn", dsn, *extra])
                 written = next(line for line in out.splitlines() if line.startswith("written:"))
                 print(f"{label:16} {wall:7.1f} s  {options.rows / wall:9,.0f} rows/s  peak RSS {rss:5.0f} MB  "
                       f"load {load:.1f}  ({written[10:].strip()})")

@@ -7,8 +7,9 @@ the same way: by natural key (posting the same record again changes nothing), as
 ``ingestor import undo`` takes back.  Any problem refuses the whole request with a 400 problem document
 listing every problem; nothing is written.
 
-Events: each new work order emits its ``maintenance`` event (the trigger of migration 0005); a scrap record
-that takes its machine's shift above ``events.scrap_rate_alert`` emits a ``quality_alert``.
+Events: each new or changed work order emits its ``maintenance`` event (``change`` created or updated, with
+the batch; the import emits them before it commits); a scrap record that takes its machine's shift above
+``events.scrap_rate_alert`` emits a ``quality_alert``.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ async def _write(kind: Kind, body: dict[str, Any] | list[dict[str, Any]], pool: 
 
 @router.post("/maintenance", response_model=RecordsWritten, summary="write maintenance work orders")
 async def post_maintenance(body: RecordsBody, pool: DbPool, state: State) -> RecordsWritten:
-    """Work orders keyed by ``work_order``: a new one is inserted (and its ``maintenance`` event emitted), a
-    changed one updated, an unchanged one left alone."""
+    """Work orders keyed by ``work_order``: a new one is inserted, a changed one updated (each emits its
+    ``maintenance`` event), an unchanged one left alone."""
     return await _write("maintenance", body, pool, state, "/api/records/maintenance")
 
 
