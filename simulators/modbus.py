@@ -43,6 +43,13 @@ For tests and measurements it can refuse reads larger than ``--max-registers`` /
 exception 3, or 2 with ``--refuse-with 2``), keep units that never answer, offer a scratch unit whose registers
 a test writes, and serve ``--bench-registers N`` extra input registers from address 1000 whose values change
 every 100 ms.
+
+``--transport rtu`` serves the same units as Modbus RTU on a serial line: one end of a pseudo-terminal pair,
+whose other end (``--serial-link PATH`` makes a stable symlink to it) the connector opens as its serial port;
+``--transport rtu-over-tcp`` serves RTU frames on a TCP port, as a transparent serial-to-Ethernet gateway does.
+There ``--pace`` makes the line take as long as a real one at ``--baudrate``, ``--crc-errors N`` corrupts every
+Nth answer, ``--slow-unit UNIT:SECONDS`` delays a unit's answers, and ``--silent-unit`` / ``--silent-after``
+make a unit stop answering (see :mod:`simulators.modbus_rtu`).
 """
 
 from __future__ import annotations
@@ -200,7 +207,9 @@ class ModbusSimulator:
         """RTU transports: frames, CRC errors received and sent, collisions and short gaps (all lines)."""
         self.serial_port: str | None = None
         """transport rtu: the path the connector opens (the pseudo-terminal's slave end, or serial_link)."""
-        self._pty: PtyPort | None = None
+        self._pty: PtyPort | None = PtyPort(serial_link) if transport == "rtu" else None
+        if self._pty is not None:
+            self.serial_port = self._pty.path    # known before start, so a test can configure the connector
         self._lines: list[RtuLine] = []
         self._silent_from = 0.0
         self.machines = list(machines) if machines is not None else default_machines(3)
@@ -503,6 +512,25 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="exception code for refused reads (3 illegal data value, 2 illegal data address)")
     parser.add_argument("--bench-registers", type=int, default=0,
                         help="extra input registers from address 1000 on every unit, changing every 100 ms")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
+                        help="tcp (Modbus TCP, default), rtu (a serial line on a pseudo-terminal), rtu-over-tcp "
+                             "(RTU frames on a TCP port, as a transparent gateway)")
+    parser.add_argument("--serial-link", type=Path,
+                        help="rtu: a symlink to the pseudo-terminal the connector opens (default: print its path)")
+    parser.add_argument("--baudrate", type=int, default=19200, help="rtu: the line's speed, for --pace")
+    parser.add_argument("--bits-per-char", type=int, default=11,
+                        help="rtu: bits a character takes on the wire (11 for 8E1 and 8N2, 10 for 8N1)")
+    parser.add_argument("--pace", action="store_true",
+                        help="rtu: take as long as the line would: requests and answers cross at --baudrate, "
+                             "with the 3.5-character silence that ends each frame")
+    parser.add_argument("--crc-errors", type=int, default=0, metavar="N",
+                        help="rtu: every Nth answer goes out with a flipped bit, so its CRC fails")
+    parser.add_argument("--silent-unit", type=int, action="append", default=[], metavar="UNIT",
+                        help="a unit that does not answer (repeatable); see --silent-after")
+    parser.add_argument("--silent-after", type=float, default=0.0, metavar="SECONDS",
+                        help="the silent units answer normally for this long first (a unit that stops answering)")
+    parser.add_argument("--slow-unit", action="append", default=[], metavar="UNIT:SECONDS",
+                        help="rtu: a unit that takes this long to answer (repeatable)")
     parser.add_argument("--print-map", action="store_true", help="print the register map and exit")
     return parser.parse_args(argv)
 
@@ -525,9 +553,16 @@ async def _serve(args: argparse.Namespace) -> None:
         machines = [Machine(code) for code in codes]
     else:
         machines = default_machines(args.machines, seed=args.seed)
+    slow = {}
+    for item in args.slow_unit:
+        unit, _, seconds = item.partition(":")
+        slow[int(unit)] = float(seconds)
     simulator = ModbusSimulator(machines, host=args.host, port=args.port, speed=args.speed, trace=trace,
                                 loop_trace=args.loop, max_registers=args.max_registers, max_bits=args.max_bits,
-                                refuse_with=args.refuse_with, bench_registers=args.bench_registers)
+                                refuse_with=args.refuse_with, bench_registers=args.bench_registers,
+                                transport=args.transport, serial_link=args.serial_link, baudrate=args.baudrate,
+                                bits_per_char=args.bits_per_char, pace=args.pace, crc_error_every=args.crc_errors,
+                                silent_units=args.silent_unit, silent_after=args.silent_after, slow_units=slow)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -535,14 +570,23 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(signum, stop.set)
     await simulator.start()
     units = ", ".join(f"{unit}={m.code}" for unit, m in simulator.machine_units.items())
-    print(f"modbus simulator on {simulator.host}:{simulator.port}, unit ids {units}"
+    paced = f", paced at {args.baudrate} baud" if args.pace else ""
+    where = {"tcp": f"{simulator.host}:{simulator.port}",
+             "rtu": f"serial line {simulator.serial_port} (RTU{paced})",
+             "rtu-over-tcp": f"{simulator.host}:{simulator.port} (RTU over TCP)"}[args.transport]
+    print(f"modbus simulator on {where}, unit ids {units}"
           f"{f', replaying {args.trace}' if trace else ''} (speed {args.speed:g})", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
         await simulator.stop()
+        simulator.close()
         served = ", ".join(f"unit {u} fc {f}: {n}" for (u, f), n in sorted(simulator.requests.items()))
-        print(f"modbus simulator stopped; requests served: {served or 'none'}", file=sys.stderr, flush=True)
+        line = simulator.line_stats
+        rtu = (f"; line: {line.frames} frames, {line.crc_errors_received} CRC errors received, "
+               f"{line.crc_errors_sent} sent, {line.collisions} collisions, {line.short_gaps} short gaps"
+               if args.transport != "tcp" else "")
+        print(f"modbus simulator stopped; requests served: {served or 'none'}{rtu}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -149,14 +149,13 @@ class RtuLine:
         self._wire_free_at = start + len(frame) * self.char_time
         sent = 0
         while sent < len(frame):
-            # every byte that has crossed the wire by now; never a byte early
-            due = min(len(frame), int((loop.time() - start) / self.char_time) + 1)
+            # the bytes whose last bit has crossed the wire by now: never a byte early
+            due = min(len(frame), int((loop.time() - start) / self.char_time))
             if due > sent:
                 self._write(frame[sent:due])
                 sent = due
             if sent < len(frame):
                 await _sleep_until(loop, start + (sent + 1) * self.char_time, at_least=0.001)
-        await _sleep_until(loop, self._wire_free_at)
         self._last_answer_end = loop.time()
 
 
