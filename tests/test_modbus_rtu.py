@@ -8,6 +8,9 @@ test_modbus_decoding.py, parametrized over the three transports."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,11 @@ from ingestor.daemon.supervisor import ConnectorState
 from simulators.machine import default_machines
 from simulators.modbus import ModbusSimulator
 
-from .conftest import REPO
+from .conftest import REPO, Database
 from .harness_modbus import SERIAL_8N2, link_settings
-from .helpers import build_connector, free_port
+from .helpers import build_connector, free_port, http_get, wait_until
 from .test_conformance import wait_for
-from .test_modbus import PLANT, Running, machine_tags, metric, problems
+from .test_modbus import PLANT, Running, _count_rows, machine_tags, metric, problems
 
 
 def rtu_config(simulator: ModbusSimulator, devices: list[dict[str, Any]], **link: Any) -> ModbusConfig:
@@ -223,3 +226,54 @@ async def test_rtu_over_tcp_reads_units_behind_a_gateway_and_its_exceptions_stay
     assert run.values("state", "PRESS-02")[-1] == machine["state"]
     assert run.values("temperature", "PRESS-02")[-1] == pytest.approx(machine["temperature"], abs=0.5)
     assert set(absent["errors"]) == {"gateway_no_response"} and not absent["up"]
+
+
+# --- the example configuration, end to end -------------------------------------------------------------------
+
+def test_the_rtu_example_ingests_both_simulators_end_to_end(database: Database, tmp_path: Path) -> None:
+    """``python -m simulators.modbus --transport rtu …`` and ``--transport rtu-over-tcp …`` as the example's
+    header says, and ``ingestor run -c config/modbus-rtu.yaml``; only the serial link, the ports and the spool
+    are moved so that tests and a running demo do not collide."""
+    link, gateway_port, http_port = tmp_path / "line", free_port(), free_port()
+    text = (REPO / "config" / "modbus-rtu.yaml").read_text()
+    spool = "spool_dir: /var/lib/ingestor/modbus-rtu-demo-01/spool"
+    for expected in ("port: /tmp/ingestor-modbus-rtu ", "port: 5021", "listen: 127.0.0.1:9111", spool):
+        assert expected in text
+    config = tmp_path / "modbus-rtu.yaml"
+    config.write_text(text.replace("port: /tmp/ingestor-modbus-rtu ", f"port: {link} ")
+                      .replace("port: 5021", f"port: {gateway_port}")
+                      .replace("listen: 127.0.0.1:9111", f"listen: 127.0.0.1:{http_port}")
+                      .replace(spool, f"spool_dir: {tmp_path / 'spool'}"))
+    logs = {name: tmp_path / f"{name}.log" for name in ("line", "gateway", "daemon")}
+    commands = {
+        "line": [sys.executable, "-m", "simulators.modbus", "--transport", "rtu", "--serial-link", str(link)],
+        "gateway": [sys.executable, "-m", "simulators.modbus", "--transport", "rtu-over-tcp",
+                    "--port", str(gateway_port)],
+        "daemon": [sys.executable, "-m", "ingestor", "run", "-c", str(config)]}
+    env = {**os.environ, "INGESTOR_DATABASE_URL": database.dsn}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name in ("line", "gateway", "daemon"):
+            with logs[name].open("w") as out:
+                processes[name] = subprocess.Popen(commands[name], cwd=REPO, env=env, stdout=out,
+                                                   stderr=subprocess.STDOUT)
+
+        def every_tag_written() -> bool:
+            assert processes["daemon"].poll() is None, logs["daemon"].read_text()[-3000:]
+            return _count_rows(database.dsn) == 25
+
+        wait_until(every_tag_written, 30, "every tag of the RTU example in fact_sensor_event")
+        status, body = http_get(f"http://127.0.0.1:{http_port}/readyz")
+        assert status == 200
+        assert '"press-line-rs485": {"state": "connected"' in body and '"press-3-gateway": {"state": "connected"' in body
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    assert processes["daemon"].returncode == 0, logs["daemon"].read_text()[-3000:]
+    line_log = logs["line"].read_text()
+    assert "unit 1 fc 3:" in line_log and "0 collisions, 0 short gaps" in line_log, line_log[-2000:]
