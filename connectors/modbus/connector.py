@@ -255,19 +255,32 @@ ClientFactory = Callable[[ModbusConfig, LinkHooks], Any]
 
 
 class _CountingRtuFramer(FramerRTU):
-    """pymodbus' RTU framer, which drops a frame that fails its CRC check silently (the request then waits out
-    its timeout); this one also tells the connector, which fails the read at once and counts it."""
+    """pymodbus' RTU framer with two differences.  It drops a frame that fails its CRC check silently (the
+    request then waits out its timeout); this one also tells the connector, which fails the read at once and
+    counts it.  And a good frame consumes the whole receive buffer there, so when a unit's late answer and the
+    next unit's answer arrive in one read, the second is lost; here a frame consumes only its own bytes, and
+    pymodbus' frame handler skips the late one (wrong unit id) and finds the right one after it."""
 
     def __init__(self, decoder: Any, on_crc_error: Callable[[], None]) -> None:
         super().__init__(decoder)
         self._on_crc_error = on_crc_error
 
     def decode(self, data: bytes) -> tuple[int, int, int, bytes]:
-        used, dev_id, tid, frame = super().decode(data)
-        # a whole buffer consumed without a frame is the framer's CRC failure (its other outcomes consume nothing)
-        if used and used == len(data) and not frame:
-            self._on_crc_error()
-        return used, dev_id, tid, frame
+        length = len(data)
+        for start in range(length):
+            if length - start < self.MIN_SIZE:
+                return 0, 0, 0, self.EMPTY
+            dev_id = int(data[start])
+            if not (pdu_class := self.decoder.lookupPduClass(data[start:])):
+                continue
+            if not (size := pdu_class.calculateRtuFrameSize(data[start:])) or length < start + size:
+                return 0, dev_id, 0, self.EMPTY       # wait for the rest of the frame
+            crc_at = start + size - 2
+            if not FramerRTU.check_CRC(data[start:crc_at], int.from_bytes(data[crc_at:crc_at + 2], "big")):
+                self._on_crc_error()
+                return start + size, 0, 0, self.EMPTY
+            return start + size, dev_id, 0, data[start + 1:crc_at]
+        return 0, 0, 0, self.EMPTY
 
 
 def modbus_client(config: ModbusConfig, hooks: LinkHooks) -> Any:
