@@ -150,13 +150,16 @@ class RtuLine:
         sent = 0
         while sent < len(frame):
             # the bytes whose last bit has crossed the wire by now: never a byte early
-            due = min(len(frame), int((loop.time() - start) / self.char_time))
+            now = loop.time()
+            due = min(len(frame), int((now - start) / self.char_time))
             if due > sent:
                 self._write(frame[sent:due])
                 sent = due
             if sent < len(frame):
                 await _sleep_until(loop, start + (sent + 1) * self.char_time, at_least=0.001)
-        self._last_answer_end = loop.time()
+        # the time just before the last write: the master cannot have seen the end of the answer earlier, so a
+        # delay of this process after the write never shows as the master's short gap
+        self._last_answer_end = now
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float, at_least: float = 0.0) -> None:
