@@ -43,6 +43,13 @@ For tests and measurements it can refuse reads larger than ``--max-registers`` /
 exception 3, or 2 with ``--refuse-with 2``), keep units that never answer, offer a scratch unit whose registers
 a test writes, and serve ``--bench-registers N`` extra input registers from address 1000 whose values change
 every 100 ms.
+
+``--transport rtu`` serves the same units as Modbus RTU on a serial line: one end of a pseudo-terminal pair,
+whose other end (``--serial-link PATH`` makes a stable symlink to it) the connector opens as its serial port;
+``--transport rtu-over-tcp`` serves RTU frames on a TCP port, as a transparent serial-to-Ethernet gateway does.
+There ``--pace`` makes the line take as long as a real one at ``--baudrate``, ``--crc-errors N`` corrupts every
+Nth answer, ``--slow-unit UNIT:SECONDS`` delays a unit's answers, and ``--silent-unit`` / ``--silent-after``
+make a unit stop answering (see :mod:`simulators.modbus_rtu`).
 """
 
 from __future__ import annotations
@@ -60,12 +67,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator.simcore import SimCore
 
 from simulators.machine import PLANNED_STOP, RUNNING, UNPLANNED_STOP, Machine, default_machines
+from simulators.modbus_rtu import LineStats, PtyPort, RtuLine, RtuOverTcpServer
 from simulators.trace import load_trace, replay
 
 BIT_TABLES = ("coil", "discrete_input")
@@ -75,6 +84,7 @@ FUNCTION_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
 READ_FUNCTIONS = {1: "coil", 2: "discrete_input", 3: "holding", 4: "input"}
 GATEWAY_NO_RESPONSE = 0x0B
 BENCH_ADDRESS = 1000
+TRANSPORTS = ("tcp", "rtu", "rtu-over-tcp")
 
 FORMATS = {"int16": ("h", 1), "uint16": ("H", 1), "int32": ("i", 2), "uint32": ("I", 2),
            "int64": ("q", 4), "uint64": ("Q", 4), "float32": ("f", 2), "float64": ("d", 4)}
@@ -177,9 +187,31 @@ class ModbusSimulator:
                  speed: float = 1.0, trace: Sequence[Any] | None = None, loop_trace: bool = False,
                  max_registers: int | None = None, max_bits: int | None = None, refuse_with: int = 3,
                  scratch_unit: int | None = None, silent_units: Iterable[int] = (), bench_registers: int = 0,
-                 step: float = 0.1, short_answers_from: dict[int, int] | None = None) -> None:
+                 step: float = 0.1, short_answers_from: dict[int, int] | None = None, transport: str = "tcp",
+                 serial_link: str | Path | None = None, baudrate: int = 19200, bits_per_char: int = 11,
+                 pace: bool = False, crc_error_every: int = 0, slow_units: dict[int, float] | None = None,
+                 silent_after: float = 0.0) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
+        self.transport = transport
+        self.serial_link = serial_link
+        self.baudrate, self.bits_per_char, self.pace = baudrate, bits_per_char, pace
+        self.crc_error_every = crc_error_every
+        self.slow_units = dict(slow_units or {})
+        """RTU transports: unit → seconds it takes to answer (the line is busy meanwhile)."""
+        self.silent_after = silent_after
+        """``silent_units`` answer normally for this many seconds after start, then stop answering."""
+        self.line_stats = LineStats()
+        """RTU transports: frames, CRC errors received and sent, collisions and short gaps (all lines)."""
+        self.serial_port: str | None = None
+        """transport rtu: the path the connector opens (the pseudo-terminal's slave end, or serial_link)."""
+        self._pty: PtyPort | None = PtyPort(serial_link) if transport == "rtu" else None
+        if self._pty is not None:
+            self.serial_port = self._pty.path    # known before start, so a test can configure the connector
+        self._lines: list[RtuLine] = []
+        self._silent_from = 0.0
         self.machines = list(machines) if machines is not None else default_machines(3)
         self.host, self.port = host, port
         self.speed, self.step = speed, step
@@ -210,6 +242,8 @@ class ModbusSimulator:
         self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=10_000)
         """The latest requests as (unit, function code, address, count)."""
         self._server: Any = None
+        self._core: Any = None
+        self._decoder = DecodePDU(True)
         self._model: asyncio.Task[None] | None = None
         for unit in self.machine_units:
             self._publish(unit)
@@ -217,24 +251,63 @@ class ModbusSimulator:
     # --- life ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen (again) on the configured port and run the model."""
-        server = ModbusTcpServer(self._devices(), address=(self.host, self.port), trace_pdu=self._on_pdu)
-        await server.serve_forever(background=True)
-        self._server = server
-        sockets = getattr(server.transport, "sockets", None)
+        """Listen (again) on the configured port (or open the serial line) and run the model."""
+        self._silent_from = time.monotonic() + self.silent_after
+        if self.transport == "tcp":
+            server = ModbusTcpServer(self._devices(), address=(self.host, self.port), trace_pdu=self._on_pdu)
+            await server.serve_forever(background=True)
+            self._server = server
+            sockets = getattr(server.transport, "sockets", None)
+        else:
+            self._core = SimCore(self._devices())
+            if self.transport == "rtu":
+                if self._pty is None:
+                    self._pty = PtyPort(self.serial_link)
+                    self.serial_port = self._pty.path
+                line = self._line(self._pty.write, check_gap=True)
+                self._pty.attach(line)
+                line.start()
+                sockets = None
+            else:
+                gateway = RtuOverTcpServer(lambda write: self._line(write, check_gap=False))
+                await gateway.start(self.host, self.port)
+                self._server = gateway
+                self.port = gateway.port
+                sockets = None
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         self._model = asyncio.create_task(self._run_model(), name="modbus-simulator-model")
 
+    def _line(self, write: Any, *, check_gap: bool) -> RtuLine:
+        line = RtuLine(self._serve_rtu, write, self.line_stats, baudrate=self.baudrate,
+                       bits_per_char=self.bits_per_char, pace=self.pace, crc_error_every=self.crc_error_every,
+                       check_gap=check_gap)
+        self._lines.append(line)
+        return line
+
     async def stop(self) -> None:
-        """Stop listening and drop every connection (a power cut, as far as clients can tell)."""
+        """Stop listening and drop every connection (a power cut, as far as clients can tell).  A serial line
+        stops answering (its pseudo-terminal stays, so the connector's port path stays valid: see close)."""
         server, self._server = self._server, None
         model, self._model = self._model, None
         if model is not None:
             model.cancel()
             await asyncio.gather(model, return_exceptions=True)
-        if server is not None:
+        if self._pty is not None:
+            self._pty.detach()
+        lines, self._lines = self._lines, []
+        for line in lines:
+            await line.stop()
+        if isinstance(server, RtuOverTcpServer):
+            await server.stop()
+        elif server is not None:
             await server.shutdown()
+
+    def close(self) -> None:
+        """Release the serial line's pseudo-terminal (after stop)."""
+        pty, self._pty = self._pty, None
+        if pty is not None:
+            pty.close()
 
     async def __aenter__(self) -> ModbusSimulator:
         await self.start()
@@ -242,6 +315,7 @@ class ModbusSimulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        self.close()
 
     # --- counting --------------------------------------------------------------------------------------
 
@@ -357,10 +431,11 @@ class ModbusSimulator:
         count = int(getattr(pdu, "count", 0) or 0)
         self.requests[(unit, function)] += 1
         self.request_log.append((unit, function, int(getattr(pdu, "address", 0) or 0), count))
-        if unit in self.silent_units:
+        if unit in self.silent_units and time.monotonic() >= self._silent_from:
             return None            # pymodbus serves nothing for a request it no longer has: no answer at all
         if unit not in self.units:
-            return _Refusal(pdu, GATEWAY_NO_RESPONSE)
+            # on a serial line nobody is at that address; a gateway (TCP, RTU over TCP) says so
+            return None if self.transport == "rtu" else _Refusal(pdu, GATEWAY_NO_RESPONSE)
         table = READ_FUNCTIONS.get(function)
         limit = self.max_bits if table in BIT_TABLES else self.max_registers
         if table is not None and limit is not None and count > limit:
@@ -372,6 +447,25 @@ class ModbusSimulator:
             self.short_answers[unit] += 1
             return _ShortAnswer(pdu, self.units[unit].table(table)[address:end] if address < end else [])
         return pdu
+
+
+    async def _serve_rtu(self, unit: int, request: bytes) -> bytes | None:
+        """One RTU request (the PDU, function code first) → the answer PDU, or None for silence."""
+        pdu = self._decoder.decode(request)
+        if pdu is None:
+            return bytes([request[0] | 0x80, 1])           # illegal function
+        pdu.dev_id, pdu.transaction_id = unit, 0
+        handled = self._on_pdu(False, pdu)
+        if handled is None:
+            return None
+        delay = self.slow_units.get(unit)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            response = await handled.datastore_update(self._core, unit)
+        except Exception:  # as pymodbus' own server does: the device reports a failure, the line goes on
+            response = ExceptionResponse(pdu.function_code, 4)
+        return bytes([response.function_code]) + response.encode()
 
 
 class _Refusal(ModbusPDU):
@@ -418,6 +512,25 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="exception code for refused reads (3 illegal data value, 2 illegal data address)")
     parser.add_argument("--bench-registers", type=int, default=0,
                         help="extra input registers from address 1000 on every unit, changing every 100 ms")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
+                        help="tcp (Modbus TCP, default), rtu (a serial line on a pseudo-terminal), rtu-over-tcp "
+                             "(RTU frames on a TCP port, as a transparent gateway)")
+    parser.add_argument("--serial-link", type=Path,
+                        help="rtu: a symlink to the pseudo-terminal the connector opens (default: print its path)")
+    parser.add_argument("--baudrate", type=int, default=19200, help="rtu: the line's speed, for --pace")
+    parser.add_argument("--bits-per-char", type=int, default=11,
+                        help="rtu: bits a character takes on the wire (11 for 8E1 and 8N2, 10 for 8N1)")
+    parser.add_argument("--pace", action="store_true",
+                        help="rtu: take as long as the line would: requests and answers cross at --baudrate, "
+                             "with the 3.5-character silence that ends each frame")
+    parser.add_argument("--crc-errors", type=int, default=0, metavar="N",
+                        help="rtu: every Nth answer goes out with a flipped bit, so its CRC fails")
+    parser.add_argument("--silent-unit", type=int, action="append", default=[], metavar="UNIT",
+                        help="a unit that does not answer (repeatable); see --silent-after")
+    parser.add_argument("--silent-after", type=float, default=0.0, metavar="SECONDS",
+                        help="the silent units answer normally for this long first (a unit that stops answering)")
+    parser.add_argument("--slow-unit", action="append", default=[], metavar="UNIT:SECONDS",
+                        help="rtu: a unit that takes this long to answer (repeatable)")
     parser.add_argument("--print-map", action="store_true", help="print the register map and exit")
     return parser.parse_args(argv)
 
@@ -440,9 +553,16 @@ async def _serve(args: argparse.Namespace) -> None:
         machines = [Machine(code) for code in codes]
     else:
         machines = default_machines(args.machines, seed=args.seed)
+    slow = {}
+    for item in args.slow_unit:
+        unit, _, seconds = item.partition(":")
+        slow[int(unit)] = float(seconds)
     simulator = ModbusSimulator(machines, host=args.host, port=args.port, speed=args.speed, trace=trace,
                                 loop_trace=args.loop, max_registers=args.max_registers, max_bits=args.max_bits,
-                                refuse_with=args.refuse_with, bench_registers=args.bench_registers)
+                                refuse_with=args.refuse_with, bench_registers=args.bench_registers,
+                                transport=args.transport, serial_link=args.serial_link, baudrate=args.baudrate,
+                                bits_per_char=args.bits_per_char, pace=args.pace, crc_error_every=args.crc_errors,
+                                silent_units=args.silent_unit, silent_after=args.silent_after, slow_units=slow)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -450,14 +570,23 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(signum, stop.set)
     await simulator.start()
     units = ", ".join(f"{unit}={m.code}" for unit, m in simulator.machine_units.items())
-    print(f"modbus simulator on {simulator.host}:{simulator.port}, unit ids {units}"
+    paced = f", paced at {args.baudrate} baud" if args.pace else ""
+    where = {"tcp": f"{simulator.host}:{simulator.port}",
+             "rtu": f"serial line {simulator.serial_port} (RTU{paced})",
+             "rtu-over-tcp": f"{simulator.host}:{simulator.port} (RTU over TCP)"}[args.transport]
+    print(f"modbus simulator on {where}, unit ids {units}"
           f"{f', replaying {args.trace}' if trace else ''} (speed {args.speed:g})", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
         await simulator.stop()
+        simulator.close()
         served = ", ".join(f"unit {u} fc {f}: {n}" for (u, f), n in sorted(simulator.requests.items()))
-        print(f"modbus simulator stopped; requests served: {served or 'none'}", file=sys.stderr, flush=True)
+        line = simulator.line_stats
+        rtu = (f"; line: {line.frames} frames, {line.crc_errors_received} CRC errors received, "
+               f"{line.crc_errors_sent} sent, {line.collisions} collisions, {line.short_gaps} short gaps"
+               if args.transport != "tcp" else "")
+        print(f"modbus simulator stopped; requests served: {served or 'none'}{rtu}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

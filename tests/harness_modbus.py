@@ -51,3 +51,15 @@ class ModbusHarness:
 
     async def close(self) -> None:
         await self.simulator.stop()
+
+
+SERIAL_8N2 = {"baudrate": 19200, "bytesize": 8, "parity": "N", "stopbits": 2}
+"""The serial settings RTU tests use on a pseudo-terminal: 11 bits a character like the default 8E1, but
+without a parity bit, which Linux pseudo-terminals refuse to set (EINVAL from tcsetattr)."""
+
+
+def link_settings(simulator: ModbusSimulator) -> dict[str, object]:
+    """The connector settings that reach ``simulator`` over its transport (tcp, rtu, rtu-over-tcp)."""
+    if simulator.transport == "rtu":
+        return {"transport": "rtu", "serial": {"port": simulator.serial_port, **SERIAL_8N2}}
+    return {"transport": simulator.transport, "host": "127.0.0.1", "port": simulator.port}

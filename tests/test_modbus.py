@@ -63,33 +63,6 @@ def problems(tmp_path: Path, connector: str) -> list[str]:
     return [f"{p.path}: {p.message}" for p in error.value.problems]
 
 
-def test_rtu_is_refused_at_load_with_a_clear_not_implemented_message(tmp_path: Path) -> None:
-    found = problems(tmp_path, """
-  - type: modbus
-    name: line-rtu
-    transport: rtu
-    serial: {port: /dev/ttyUSB0, baudrate: 19200, parity: E}
-    devices:
-      - unit_id: 3
-        tags:
-          - {equipment: M1, parameter: temperature, register: input, address: 0, data_type: int16}
-""")
-    assert found == ["connectors[0].transport: Modbus RTU over a serial line is not implemented yet; only "
-                     "transport: tcp is (for an RTU device today, put a Modbus TCP gateway in front of it)"]
-
-
-def test_serial_settings_are_validated_even_before_rtu_exists(tmp_path: Path) -> None:
-    found = problems(tmp_path, """
-  - type: modbus
-    name: line-rtu
-    transport: rtu
-    serial: {port: /dev/ttyUSB0, parity: X, stopbits: 3}
-    devices: [{unit_id: 1, tags: [{equipment: M1, parameter: t, register: coil, address: 0}]}]
-""")
-    assert any(p.startswith("connectors[0].serial.parity:") for p in found), found
-    assert any(p.startswith("connectors[0].serial.stopbits:") for p in found), found
-
-
 @pytest.mark.parametrize(("tag", "message"), [
     ("{equipment: M1, parameter: t, register: coil, address: 0, data_type: float32}",
      "a coil is a single bit: leave out data_type"),

@@ -1,6 +1,7 @@
 """The golden decoding table: every data type in every byte/word order, written into the real Modbus
 simulator's registers by this test (encoded here with ``struct``, independently of the connector and of the
-simulator's own encoder) and read back through the connector over TCP.
+simulator's own encoder) and read back through the connector over each transport: Modbus TCP, RTU on a
+pseudo-terminal, RTU over TCP.
 
 The byte layouts are spelled out below as permutations of the big-endian value's bytes, and a few are pinned
 to hand-checked register words (``HAND_CHECKED``), so that a mistake shared by the test and the code would
@@ -20,8 +21,9 @@ import pytest
 from connectors.modbus import ModbusConfig
 from connectors.modbus.connector import ModbusConnector
 from connectors.modbus.decoding import DecodeError, bit_decoder, number_decoder, text_decoder
-from simulators.modbus import ModbusSimulator
+from simulators.modbus import TRANSPORTS, ModbusSimulator
 
+from .harness_modbus import link_settings
 from .helpers import build_connector, free_port
 from .test_conformance import Collector
 
@@ -161,20 +163,19 @@ def golden_table() -> Table:
     return table
 
 
-@pytest.fixture
-async def scratch() -> AsyncIterator[ModbusSimulator]:
-    simulator = ModbusSimulator([], port=free_port(), scratch_unit=SCRATCH)
-    await simulator.start()
-    try:
+@pytest.fixture(params=TRANSPORTS)
+async def scratch(request: pytest.FixtureRequest) -> AsyncIterator[ModbusSimulator]:
+    """The scratch unit over each transport: the same decoding must come out of Modbus TCP, RTU on a serial
+    line (a pseudo-terminal) and RTU frames over TCP."""
+    async with ModbusSimulator([], port=free_port(), scratch_unit=SCRATCH, transport=request.param) as simulator:
         yield simulator
-    finally:
-        await simulator.stop()
 
 
-def scratch_config(port: int, tags: list[dict[str, Any]], **device: Any) -> ModbusConfig:
+def scratch_config(simulator: ModbusSimulator, tags: list[dict[str, Any]], **device: Any) -> ModbusConfig:
     return ModbusConfig.model_validate({
-        "type": "modbus", "name": f"golden-{port}", "host": "127.0.0.1", "port": port, "timeout": "1s",
-        "interval": "100ms", "devices": [{"unit_id": SCRATCH, "name": "scratch", "tags": tags, **device}]})
+        "type": "modbus", "name": f"golden-{simulator.transport}-{simulator.port}", **link_settings(simulator),
+        "timeout": "1s", "interval": "100ms",
+        "devices": [{"unit_id": SCRATCH, "name": "scratch", "tags": tags, **device}]})
 
 
 async def read_once(connector: ModbusConnector, until: Callable[[Collector], bool]) -> Collector:
@@ -198,7 +199,7 @@ async def test_every_data_type_in_every_byte_order_reads_back_through_the_connec
     memory = scratch.units[SCRATCH]
     for register_table, address, values in table.writes:
         memory.write(register_table, address, values)
-    connector = build_connector(scratch_config(scratch.port, table.tags))
+    connector = build_connector(scratch_config(scratch, table.tags))
     assert isinstance(connector, ModbusConnector)
     sink = await read_once(connector, lambda s: set(table.expect) <= {r.parameter for r in s.readings})
     got = {r.parameter: r.value for r in sink.readings}
@@ -224,7 +225,7 @@ async def test_unusable_values_are_counted_and_the_rest_of_the_read_still_arrive
          "length": 2},
         {"equipment": "M1", "parameter": "good", "register": "holding", "address": 8, "data_type": "uint16"},
     ]
-    connector = build_connector(scratch_config(scratch.port, tags))
+    connector = build_connector(scratch_config(scratch, tags))
     assert isinstance(connector, ModbusConnector)
     sink = await read_once(connector, lambda s: len(s.readings) >= 3)
     assert {r.parameter for r in sink.readings} == {"good"}

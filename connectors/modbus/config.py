@@ -1,11 +1,10 @@
-"""The Modbus connector's configuration: one link (a TCP endpoint; later a serial line), the devices behind it
-(unit ids), and their tags.
+"""The Modbus connector's configuration: one link (a TCP endpoint, a serial line, or a gateway passing RTU frames
+over TCP), the devices behind it (unit ids), and their tags.
 
-Everything is checked at load, before a socket opens: register types against data types, string lengths,
-bit numbers, byte orders, addresses that would run past 65535, poll groups that do not exist, request
-limits beyond what the Modbus specification allows, duplicate unit ids.  The model is ready for Modbus RTU over
-a serial line (``transport: rtu`` with a ``serial:`` section, validated in full), but that transport is not
-implemented yet: such a configuration is refused with a message that says so.
+Everything is checked at load, before a socket or serial port opens: register types against data types, string
+lengths, bit numbers, byte orders, addresses that would run past 65535, poll groups that do not exist, request
+limits beyond what the Modbus specification allows, duplicate unit ids, unit ids a serial line cannot address,
+serial settings (baud rate, byte size, parity, stop bits, inter-frame gap) and back-off settings.
 """
 
 from __future__ import annotations
@@ -114,6 +113,8 @@ class ModbusDeviceConfig(StrictModel):
                          description="unused registers one merged read may span between tags")
     max_gap_bits: int = Field(default=256, ge=0, le=MAX_BITS_PER_READ,
                               description="unused coils/discrete inputs one merged read may span")
+    timeout: Duration | None = Field(default=None, gt=0,
+                                     description="how long to wait for this unit's answers (default: the link's)")
     deadband: float | None = Field(default=None, ge=0, description="default deadband of the device's tags")
     max_age: Duration = Field(default=60.0, gt=0, description="default heartbeat of tags with a deadband")
     tags: list[ModbusTagConfig] = Field(min_length=1)
@@ -135,37 +136,70 @@ class ModbusDeviceConfig(StrictModel):
 
 
 class SerialConfig(StrictModel):
-    """A serial line for Modbus RTU (validated now; the transport itself is not implemented yet)."""
+    """A serial line (RS-485 or RS-232) for Modbus RTU."""
 
-    port: str = Field(min_length=1, description="device path, e.g. /dev/ttyUSB0")
-    baudrate: int = Field(default=19200, gt=0)
+    port: str = Field(min_length=1, description="device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/…")
+    baudrate: int = Field(default=19200, gt=0, le=4_000_000)
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
+    inter_frame_gap: Duration | None = Field(
+        default=None, ge=0, le=1.0,
+        description="silence kept between an answer and the next request (default 3.5 characters; 1.75 ms "
+                    "above 19200 baud, as the specification says)")
+    handle_local_echo: bool = Field(default=False, description="drop the echo of our own request (some "
+                                                               "RS-485 adapters receive what they send)")
+
+    @property
+    def bits_per_character(self) -> int:
+        """Start bit, data bits, parity bit, stop bits: 11 for 8E1 and 8N2, the two framings the spec allows."""
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+    @property
+    def character_time(self) -> float:
+        return self.bits_per_character / self.baudrate
+
+    @property
+    def frame_gap(self) -> float:
+        """The silence between frames, in seconds."""
+        if self.inter_frame_gap is not None:
+            return self.inter_frame_gap
+        return 3.5 * self.character_time if self.baudrate <= 19200 else 0.00175
+
+
+class UnitBackoff(StrictModel):
+    """How a unit that stopped answering is kept from starving the others on its link."""
+
+    after: int = Field(default=3, ge=1, le=1000,
+                       description="timeouts in a row before the unit is skipped")
+    initial: Duration = Field(default=5.0, gt=0, description="first back-off: the unit's polls are skipped this long")
+    max: Duration = Field(default=60.0, gt=0, description="longest back-off (it doubles after each failed probe)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UnitBackoff:
+        if self.max < self.initial:
+            raise ValueError("max must be at least initial")
+        return self
 
 
 class ModbusConfig(ConnectorConfig):
     """``type: modbus``: one Modbus link and the devices (unit ids) read over it."""
 
     type: Literal["modbus"]
-    transport: Literal["tcp", "rtu"] = Field(
-        default="tcp", description="tcp (Modbus TCP); rtu (serial) is validated but not implemented yet")
-    host: str | None = Field(default=None, min_length=1, description="device or gateway address, for tcp")
+    transport: Literal["tcp", "rtu", "rtu-over-tcp"] = Field(
+        default="tcp", description="tcp (Modbus TCP), rtu (a serial line), rtu-over-tcp (a gateway passing RTU "
+                                   "frames over TCP)")
+    host: str | None = Field(default=None, min_length=1,
+                             description="device or gateway address, for tcp and rtu-over-tcp")
     port: int = Field(default=502, ge=1, le=65535)
     serial: SerialConfig | None = Field(default=None, description="the serial line, for rtu")
     timeout: Duration = Field(default=1.0, gt=0, description="connect timeout and the wait for each answer")
+    unit_backoff: UnitBackoff = Field(default_factory=UnitBackoff,
+                                      description="skipping a unit that stopped answering while others do")
     interval: Duration = Field(default=1.0, gt=0, description="poll interval of the default group")
     poll_groups: dict[str, Duration] = Field(
         default_factory=dict, description="more poll groups: name → interval (tags choose one with group:)")
     devices: list[ModbusDeviceConfig] = Field(min_length=1)
-
-    @field_validator("transport")
-    @classmethod
-    def _implemented(cls, value: str) -> str:
-        if value == "rtu":
-            raise ValueError("Modbus RTU over a serial line is not implemented yet; only transport: tcp is "
-                             "(for an RTU device today, put a Modbus TCP gateway in front of it)")
-        return value
 
     @field_validator("poll_groups")
     @classmethod
@@ -181,17 +215,24 @@ class ModbusConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusConfig:
-        if self.transport == "tcp":
+        if self.transport in ("tcp", "rtu-over-tcp"):
             if self.host is None:
-                raise ValueError("transport tcp needs host (the device's or gateway's address)")
+                raise ValueError(f"transport {self.transport} needs host (the device's or gateway's address)")
             if self.serial is not None:
                 raise ValueError("serial settings only apply to transport rtu")
-        elif self.host is not None:
-            raise ValueError("host only applies to transport tcp")
+        else:
+            if self.host is not None:
+                raise ValueError("host only applies to transports tcp and rtu-over-tcp; a serial line has "
+                                 "serial: {port: …}")
+            if self.serial is None:
+                raise ValueError("transport rtu needs serial: {port: /dev/ttyUSB0, baudrate: …, parity: …}")
         units: dict[int, int] = {}
         names: dict[str, int] = {}
         groups = self.group_intervals()
         for index, device in enumerate(self.devices):
+            if self.transport != "tcp" and not 1 <= device.unit_id <= 247:
+                raise ValueError(f"devices[{index}]: unit_id {device.unit_id}: an RTU unit id is 1-247 (0 is the "
+                                 "broadcast address nobody answers, 248-255 are reserved)")
             if device.unit_id in units:
                 raise ValueError(f"devices[{index}]: unit_id {device.unit_id} is already used by "
                                  f"devices[{units[device.unit_id]}]")
@@ -213,7 +254,11 @@ class ModbusConfig(ConnectorConfig):
 
     @property
     def endpoint(self) -> str:
-        return f"{self.host}:{self.port}" if self.transport == "tcp" else (self.serial.port if self.serial else "")
+        return self.serial.port if self.serial is not None else f"{self.host}:{self.port}"
+
+    @property
+    def longest_timeout(self) -> float:
+        return max([self.timeout, *(d.timeout for d in self.devices if d.timeout is not None)])
 
     def tag_refs(self) -> Iterable[TagRef]:
         for d, device in enumerate(self.devices):
