@@ -70,3 +70,15 @@ def test_each_contract_breaks_on_a_planted_wrong_import(case: str, tmp_path: Pat
     kept, broken = kept_and_broken(result.stdout)
     assert broken == expected, result.stdout
     assert kept == set(CONTRACTS) - expected
+
+
+def test_no_code_awaits_with_asyncios_wait_for() -> None:
+    """Python 3.11's asyncio.wait_for can lose a cancellation (ingestor/contract/timeouts.py says how); the
+    project's own wait_for does not.  A shutdown that waited for ever on a connector came from it."""
+    repo = Path(__file__).resolve().parent.parent
+    found = [f"{path.relative_to(repo)}:{number}" for package in ("ingestor", "connectors")
+             for path in sorted((repo / package).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if "asyncio.wait_for(" in line and not line.lstrip().startswith(("#", '"""'))
+             and path.name != "timeouts.py"]
+    assert not found, found

@@ -74,3 +74,29 @@ async def test_supervisor_reconnects_tracks_state_and_logs_first_failure_as_erro
     assert [e["log_level"] for e in failures[:3]] == ["error", "debug", "debug"]
     recovered = [e for e in logs if e["event"] == "connector recovered"]
     assert recovered and recovered[0]["after_failures"] == 3
+
+
+class CancelledWhileClosing(FlakyConnector):
+    """Loses its link once; its close has nothing to await and the shutdown's cancel arrives during it."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse=0)
+        self.task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        self.closes += 1
+        if self.closes == 1 and self.task is not None:
+            self.task.cancel()
+
+
+async def test_a_cancel_that_arrives_while_the_connector_closes_stops_the_supervisor() -> None:
+    """Found by the RTU example's end-to-end test: SIGTERM as the serial line vanished left the drain waiting for
+    a supervisor that had swallowed its cancel (Python 3.11's wait_for) and gone on to reconnect."""
+    connector = CancelledWhileClosing()
+    supervisor = ConnectorSupervisor(connector, CollectingSink(), ReconnectConfig(initial=0.01, max=0.02))
+    task = asyncio.create_task(supervisor.run())
+    connector.task = task
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert task in done and task.cancelled()
+    assert connector.connects == 1
+    assert supervisor.state == ConnectorState.DISCONNECTED

@@ -68,6 +68,7 @@ from connectors.mqtt.payloads import Malformed
 from connectors.mqtt.sparkplug import SparkplugHost, state_payload
 from connectors.mqtt.topics import TopicRouter
 from ingestor.contract import ConnectionLost, ProblemLog, Reading, ReadingSink, get_logger, now_us
+from ingestor.contract.timeouts import wait_for
 
 log = get_logger(__name__)
 
@@ -208,7 +209,7 @@ class MqttConnector:
             opening = partial(client.connect, config.host, config.port, keepalive=round(config.keepalive))
         self._opening = asyncio.ensure_future(asyncio.to_thread(opening))
         try:
-            await asyncio.wait_for(asyncio.shield(self._opening), config.connect_timeout + 5)
+            await wait_for(asyncio.shield(self._opening), config.connect_timeout + 5)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             raise ConnectionLost(f"cannot reach the broker at {config.host}:{config.port}: "
                                  f"{type(exc).__name__}: {exc}") from None
@@ -222,7 +223,7 @@ class MqttConnector:
             self._want_write(client, None, sock)
         self._housekeeping = asyncio.create_task(self._keep_alive(), name=f"mqtt-{self.name}-keepalive")
         try:
-            reason, session_present = await asyncio.wait_for(self._connack, config.connect_timeout)
+            reason, session_present = await wait_for(self._connack, config.connect_timeout)
         except TimeoutError:
             raise ConnectionLost(f"no answer (CONNACK) from the broker within {config.connect_timeout} s") from None
         if reason.is_failure:
@@ -319,7 +320,7 @@ class MqttConnector:
             return
         wanted.append(mid)
         try:
-            await asyncio.wait_for(answered, min(2.0, self._config.connect_timeout))
+            await wait_for(answered, min(2.0, self._config.connect_timeout))
         except TimeoutError:
             log.debug("the broker did not confirm the last acknowledgments before the disconnect", connector=self.name)
 
@@ -492,7 +493,7 @@ class MqttConnector:
         if session_present:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._suback), config.connect_timeout)
+            await wait_for(asyncio.shield(self._suback), config.connect_timeout)
         except TimeoutError:
             raise ConnectionLost(f"no answer (SUBACK) from the broker within {config.connect_timeout} s") from None
         self._check_suback()

@@ -72,6 +72,7 @@ from ingestor.contract import (
     now_us,
     to_timestamp_us,
 )
+from ingestor.contract.timeouts import wait_for
 
 log = get_logger(__name__)
 
@@ -674,7 +675,7 @@ class OpcUaConnector:
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.disconnect(), self.config.timeout)
+            await wait_for(client.disconnect(), self.config.timeout)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:  # the link is already gone: nothing more to release

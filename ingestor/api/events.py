@@ -36,6 +36,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from ingestor.contract import ReconnectConfig, backoff_delays, get_logger
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.analytics import storable_code
 from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable, connect, redact
 
@@ -173,7 +174,7 @@ class EventHub:
         self.start()
         if not self._ready.is_set():
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                await wait_for(self._ready.wait(), timeout)
             except TimeoutError:
                 raise DatabaseUnavailable(f"live events: no database connection ({self.last_error})") from None
         subscription = Subscription(self, event_filter, self.client_queue)
@@ -256,9 +257,9 @@ class EventHub:
     async def _listen(self, conn: asyncpg.Connection) -> None:
         while True:
             try:
-                source, payload = await asyncio.wait_for(self._inbox.get(), self._keepalive)
+                source, payload = await wait_for(self._inbox.get(), self._keepalive)
             except TimeoutError:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), self._connect_timeout)
+                await wait_for(conn.fetchval("SELECT 1"), self._connect_timeout)
                 continue
             if source is not conn:
                 continue

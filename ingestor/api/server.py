@@ -18,6 +18,7 @@ import uvicorn
 from ingestor.api.app import create_app
 from ingestor.api.state import ApiState
 from ingestor.contract import get_logger
+from ingestor.contract.timeouts import wait_for
 
 log = get_logger(__name__)
 
@@ -90,7 +91,7 @@ class ApiServer:
             if self._server is not None and self._task is not None:
                 self._server.should_exit = True
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._task), 6)
+                    await wait_for(asyncio.shield(self._task), 6)
                 except TimeoutError:
                     self._task.cancel()
                     await asyncio.gather(self._task, return_exceptions=True)

@@ -12,6 +12,7 @@ import asyncpg
 from ingestor.api.auth import Tokens, load_tokens
 from ingestor.api.config import HttpConfig
 from ingestor.contract import get_logger
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable
 from ingestor.plant import PlantConfig
 
@@ -72,6 +73,6 @@ class ApiState:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await asyncio.wait_for(pool.close(), 5)
+                await wait_for(pool.close(), 5)
             except CONNECTION_ERRORS:
                 pool.terminate()

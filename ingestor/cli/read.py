@@ -36,6 +36,7 @@ from ingestor.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_repo
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, Connector, ConnectorConfig, Duration, Reading
 from ingestor.contract.config_base import format_loc
+from ingestor.contract.timeouts import wait_for
 from ingestor.service.logs import configure_logging
 
 DEFAULT_TIMEOUT = 10.0
@@ -229,7 +230,7 @@ async def read_tags(configs: Sequence[tuple[int, ConnectorConfig]], patterns: Se
         reports = {c.name: _status(c) for c in connectors}
         for connector in connectors:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connector.close(), 5)
+                await wait_for(connector.close(), 5)
     elapsed = time.monotonic() - started
     missing = [t for t in expected.values() if not t.seen]
     for tag in missing:

@@ -48,6 +48,7 @@ from ingestor.config.model import IngestorConfig
 from ingestor.config.problems import ConfigError
 from ingestor.config.registry import create_connector
 from ingestor.contract import BuildContext, ConnectorConfig, get_logger, now_us
+from ingestor.contract.timeouts import wait_for
 from ingestor.daemon.reload import LAST_RELOAD_SUCCESS, RELOADS, ReloadPlan, plan_reload
 from ingestor.daemon.supervisor import ConnectorSupervisor
 from ingestor.database.dimensions import DimensionKeys
@@ -419,7 +420,7 @@ class Daemon:
         self._finishing.set()
         timeout = self.config.pipeline.shutdown_timeout
         try:
-            await asyncio.wait_for(asyncio.shield(writer), timeout)
+            await wait_for(asyncio.shield(writer), timeout)
         except TimeoutError:
             log.warning("the database did not take the whole spool before the shutdown timeout; the rest is "
                         "written at the next start", readings_in_spool=self.spool.spool.readings, timeout_s=timeout)

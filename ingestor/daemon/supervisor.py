@@ -28,6 +28,7 @@ from ingestor.contract import (
     get_logger,
 )
 from ingestor.contract.logs import LOG_REPEAT_INTERVAL
+from ingestor.contract.timeouts import wait_for
 
 log = get_logger(__name__)
 
@@ -143,8 +144,10 @@ class ConnectorSupervisor:
             self._set(ConnectorState.DISCONNECTED)
 
     async def _close(self) -> None:
+        # Our wait_for, not asyncio's: on Python 3.11 a cancel arriving as a close with nothing to await finishes
+        # was swallowed, the supervisor went on to back off and reconnect, and the drain waited for ever.
         try:
-            await asyncio.wait_for(self.connector.close(), self._close_timeout)
+            await wait_for(self.connector.close(), self._close_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -55,6 +55,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from ingestor.contract import ProblemLog, get_logger, now_us
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.config import DatabaseConfig
 from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable, connect
 from ingestor.derive.config import DerivationConfig, EventsConfig
@@ -270,7 +271,7 @@ class LiveEvents:
                     await self.step(conn)
                     await self.prune(conn)
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                        await wait_for(self._wake.wait(), self.settings.poll_interval)
                     except TimeoutError:
                         pass
                 except _OUTAGE as exc:  # an outage: one line, not a traceback

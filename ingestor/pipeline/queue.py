@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ingestor.contract import Reading
+from ingestor.contract.timeouts import wait_for
 from ingestor.pipeline import metrics
 
 
@@ -104,7 +105,7 @@ class ReadingQueue:
                     break
                 before = self._size
                 try:
-                    await asyncio.wait_for(
+                    await wait_for(
                         self._changed.wait_for(lambda: self._size != before or self._closed), remaining)  # noqa: B023
                 except TimeoutError:
                     break

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ingestor.contract import Reading, get_logger, now_us
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.copy_format import RowEncoder
 from ingestor.database.dimensions import DimensionKeys
 from ingestor.pipeline import metrics
@@ -177,7 +178,7 @@ class Spooler:
         """Until the writer frees space, or a second passes (the disk may have been freed by something else)."""
         async with self.room:
             try:
-                await asyncio.wait_for(self.room.wait(), DISK_RECHECK)
+                await wait_for(self.room.wait(), DISK_RECHECK)
             except TimeoutError:
                 pass
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from ingestor.contract import ProblemLog, Quality, Reading, ReconnectConfig, backoff_delays, get_logger, now_us
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.commit import DeadLetter, commit_batches
 from ingestor.database.connection import CONNECTION_ERRORS, connect, redact
 from ingestor.database.copy_format import decode_row, rekey_row, split_rows
@@ -131,7 +132,7 @@ class SpoolWriter:
                     return
                 self._spooler.wake_writer.clear()
                 try:
-                    await asyncio.wait_for(self._spooler.wake_writer.wait(), 0.5)
+                    await wait_for(self._spooler.wake_writer.wait(), 0.5)
                 except TimeoutError:
                     pass
                 continue
@@ -161,7 +162,7 @@ class SpoolWriter:
             await asyncio.sleep(delay)
             return
         try:
-            await asyncio.wait_for(until.wait(), delay)
+            await wait_for(until.wait(), delay)
         except TimeoutError:
             pass
 
@@ -239,7 +240,7 @@ class SpoolWriter:
         metrics.DATABASE_UP.set(0)
         if conn is not None:
             try:
-                await asyncio.wait_for(conn.close(), 5)
+                await wait_for(conn.close(), 5)
             except CONNECTION_ERRORS:
                 conn.terminate()
 

@@ -54,6 +54,7 @@ from ingestor.api.models import ApiModel
 from ingestor.api.problems import ApiProblem
 from ingestor.api.state import ApiState
 from ingestor.contract import get_logger
+from ingestor.contract.timeouts import wait_for
 from ingestor.database.connection import CONNECTION_ERRORS, DatabaseUnavailable
 
 log = get_logger(__name__)
@@ -198,7 +199,7 @@ async def event_stream(websocket: WebSocket) -> None:
 
 async def _send(websocket: WebSocket, pool: asyncpg.Pool, subscription: Subscription, since: int | None) -> None:
     async for event in replay(pool, subscription, since):
-        await asyncio.wait_for(websocket.send_text(event.envelope), SEND_TIMEOUT)
+        await wait_for(websocket.send_text(event.envelope), SEND_TIMEOUT)
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
@@ -227,4 +228,4 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     there; a client that takes no data is given up after SEND_TIMEOUT."""
     encoded = reason.encode()[:123]
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code, encoded.decode(errors="ignore")), SEND_TIMEOUT)
+        await wait_for(websocket.close(code, encoded.decode(errors="ignore")), SEND_TIMEOUT)
