@@ -60,6 +60,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
+from connectors.mqtt.client import FastClient
 from connectors.mqtt.config import MqttConfig
 from connectors.mqtt.deadletter import DeadLetterFile
 from connectors.mqtt.payloads import Malformed
@@ -139,7 +140,7 @@ class MqttConnector:
         self._config = config
         self._router = TopicRouter(config, frozenset(known_equipment) if known_equipment is not None else None,
                                    frozenset(known_units) if known_units is not None else None)
-        self._client_factory = client_factory or mqtt.Client
+        self._client_factory = client_factory or FastClient
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
@@ -360,6 +361,7 @@ class MqttConnector:
         self._paused = False
         if self._fd is not None and self._loop is not None:
             self._loop.add_reader(self._fd, self._on_readable)
+            self._loop.call_soon(self._on_readable)  # bytes read ahead (FastClient, TLS) wake no selector
 
     def _on_readable(self) -> None:
         client = self._client
@@ -369,9 +371,11 @@ class MqttConnector:
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._delivered == delivered or self._paused:
                     break
             sock = client.socket()
-            if sock is not None and hasattr(sock, "pending") and sock.pending() and self._loop is not None \
-                    and not self._paused:
-                self._loop.call_soon(self._on_readable)  # TLS holds decrypted bytes the selector cannot see
+            if sock is not None and self._loop is not None and not self._paused and (
+                    (hasattr(sock, "pending") and sock.pending())
+                    or (hasattr(client, "pending_input") and client.pending_input())):
+                # TLS holds decrypted bytes the selector cannot see; FastClient holds bytes read ahead
+                self._loop.call_soon(self._on_readable)
         except Exception as exc:  # paho raises on some socket states; the link is unusable then
             self._link_lost(f"read failed: {type(exc).__name__}: {exc}")
 
