@@ -239,11 +239,14 @@ class MqttConnector:
                 continue
             readings: list[Reading] = []
             slots: list[_Slot] = []
+            messages = 0
             while inbox and (not readings or len(readings) + len(inbox[0][0]) <= HAND_OFF_READINGS):
                 batch, slot = inbox.popleft()
                 readings.extend(batch)
+                messages += 1
                 if slot is not None:
                     slots.append(slot)
+            self._accepted_metric.inc(messages)  # per hand-off, not per message (a lock each)
             if self._paused and len(inbox) <= self._config.max_buffered // 2:
                 self._resume_reading()
             acks = self._acks
@@ -496,7 +499,6 @@ class MqttConnector:
             return
         self._inbox.append((readings, slot))
         self.accepted += 1
-        self._accepted_metric.inc()
         self._wake.set()
         if len(self._inbox) >= self._config.max_buffered:
             self._pause_reading()
