@@ -24,6 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.exception import MalformedPacket
+
+PUBACK = 0x40
 
 READ_SIZE = 256 * 1024
 """Bytes asked for by one ``recv`` of the socket."""
@@ -54,6 +57,56 @@ class FastClient(mqtt.Client):
         if end >= len(data):
             self._rdata, self._rpos = b"", 0
         return data[pos:end]
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        """A packet that lies whole in the buffer is taken from it in one piece; anything else (a packet split
+        across reads, an empty buffer) goes through paho's byte-by-byte reader."""
+        data, pos = self._rdata, self._rpos
+        size = len(data)
+        if pos + 2 > size or self._in_packet["command"] or self._in_packet["have_remaining"]:
+            return super()._packet_read()  # type: ignore[no-any-return]
+        command = data[pos]
+        cursor, length, shift = pos + 1, 0, 0
+        while True:
+            byte = data[cursor]
+            length += (byte & 127) << shift
+            cursor += 1
+            if not byte & 128:
+                break
+            shift += 7
+            if shift > 21 or cursor >= size:
+                return super()._packet_read()  # type: ignore[no-any-return]   # long or split length
+        end = cursor + length
+        if end > size:
+            return super()._packet_read()  # type: ignore[no-any-return]   # the rest is still in the socket
+        self._rpos = end
+        if end == size:
+            self._rdata, self._rpos = b"", 0
+        self._in_packet["command"] = command
+        self._in_packet["packet"] = data[cursor:end]
+        try:
+            rc: mqtt.MQTTErrorCode = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
+
+    def _packet_write(self) -> mqtt.MQTTErrorCode:
+        """PUBACKs queued one after the other leave in one ``send`` (an ack batch is hundreds of them)."""
+        queue = self._out_packet
+        if len(queue) > 1 and queue[0]["command"] == PUBACK and queue[1]["command"] == PUBACK \
+                and queue[0]["pos"] == 0:
+            parts = []
+            while queue and queue[0]["command"] == PUBACK and queue[0]["pos"] == 0 and len(parts) < 4096:
+                parts.append(queue.popleft()["packet"])
+            joined = b"".join(parts)
+            queue.appendleft({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(joined),
+                              "packet": joined, "info": None})
+        return super()._packet_write()  # type: ignore[no-any-return]
 
     def _sock_close(self) -> None:
         self._rdata, self._rpos = b"", 0
