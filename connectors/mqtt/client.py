@@ -32,6 +32,28 @@ READ_SIZE = 256 * 1024
 """Bytes asked for by one ``recv`` of the socket."""
 
 
+class Message:
+    """What ``on_message`` gets from the short path: the fields of paho's ``MQTTMessage`` the connector reads,
+    without the ``MQTTMessageInfo`` (and its ``threading.Condition``) paho builds for every received message."""
+
+    __slots__ = ("_topic", "dup", "mid", "payload", "properties", "qos", "retain", "timestamp")
+
+    def __init__(self, mid: int, topic: bytes, qos: int, dup: bool, retain: bool, payload: bytes) -> None:
+        self.mid = mid
+        self._topic = topic
+        self.qos = qos
+        self.dup = dup
+        self.retain = retain
+        self.payload = payload
+        self.properties = None
+        self.timestamp = 0.0
+
+    @property
+    def topic(self) -> str:
+        """The topic as text; ``UnicodeDecodeError`` when it is not UTF-8 (as paho's ``MQTTMessage``)."""
+        return self._topic.decode("utf-8")
+
+
 class FastClient(mqtt.Client):
     """``paho.mqtt.client.Client`` with a buffered socket read and a short PUBLISH path (see the module)."""
 
@@ -122,18 +144,16 @@ class FastClient(mqtt.Client):
         end = 2 + (packet[0] << 8 | packet[1])
         if end == 2 or end + (2 if qos else 0) > length:
             return super()._handle_publish()  # type: ignore[no-any-return]   # empty topic / malformed
-        message = mqtt.MQTTMessage(mid=0, topic=bytes(packet[2:end]))
+        topic = bytes(packet[2:end])
+        mid = 0
         if qos:
-            message.mid = packet[end] << 8 | packet[end + 1]
+            mid = packet[end] << 8 | packet[end + 1]
             end += 2
         if self._protocol == mqtt.MQTTv5:
             if end >= length or packet[end] != 0:
                 return super()._handle_publish()  # type: ignore[no-any-return]   # has properties
             end += 1
-        message.qos = qos
-        message.dup = bool(header & 0x08)
-        message.retain = bool(header & 0x01)
-        message.payload = bytes(packet[end:])
+        message = Message(mid, topic, qos, bool(header & 0x08), bool(header & 0x01), bytes(packet[end:]))
         on_message = self.on_message
         if on_message is not None:
             try:

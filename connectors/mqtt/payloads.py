@@ -162,7 +162,8 @@ class PayloadParser:
 
     def parse(self, body: bytes, equipment: str | None, parameter: str | None, unit: str | None,
               received_us: int) -> list[Reading]:
-        if self.format != "json":
+        # a JSON object or array is never a bare number: no float() exception for every JSON message
+        if self.format == "number" or (self.format == "auto" and body.lstrip()[:1] not in (b"{", b"[")):
             try:
                 value = float(body)
             except (ValueError, OverflowError):
