@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 PUBACK = 0x40
@@ -66,6 +67,16 @@ class FastClient(mqtt.Client):
         """Received bytes wait in the buffer: read again without waiting for the selector."""
         return self._rpos < len(self._rdata)
 
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        """paho's own loop (``loop_start``/``loop_forever``) selects on the socket: bytes already read ahead are
+        taken first, and the select then does not wait."""
+        if self.pending_input():
+            rc = self.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+            timeout = 0.0
+        return super()._loop(timeout)
+
     def _sock_recv(self, bufsize: int) -> bytes:
         data, pos = self._rdata, self._rpos
         if pos >= len(data):
@@ -80,13 +91,13 @@ class FastClient(mqtt.Client):
             self._rdata, self._rpos = b"", 0
         return data[pos:end]
 
-    def _packet_read(self) -> mqtt.MQTTErrorCode:
+    def _packet_read(self) -> MQTTErrorCode:
         """A packet that lies whole in the buffer is taken from it in one piece; anything else (a packet split
         across reads, an empty buffer) goes through paho's byte-by-byte reader."""
         data, pos = self._rdata, self._rpos
         size = len(data)
         if pos + 2 > size or self._in_packet["command"] or self._in_packet["have_remaining"]:
-            return super()._packet_read()  # type: ignore[no-any-return]
+            return super()._packet_read()
         command = data[pos]
         cursor, length, shift = pos + 1, 0, 0
         while True:
@@ -97,53 +108,53 @@ class FastClient(mqtt.Client):
                 break
             shift += 7
             if shift > 21 or cursor >= size:
-                return super()._packet_read()  # type: ignore[no-any-return]   # long or split length
+                return super()._packet_read()   # long or split length
         end = cursor + length
         if end > size:
-            return super()._packet_read()  # type: ignore[no-any-return]   # the rest is still in the socket
+            return super()._packet_read()   # the rest is still in the socket
         self._rpos = end
         if end == size:
             self._rdata, self._rpos = b"", 0
         self._in_packet["command"] = command
-        self._in_packet["packet"] = data[cursor:end]
+        self._in_packet["packet"] = data[cursor:end]  # type: ignore[typeddict-item]  # bytes serve as well
         try:
-            rc: mqtt.MQTTErrorCode = self._packet_handle()
+            rc: MQTTErrorCode = self._packet_handle()
         except MalformedPacket as exc:
             self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
-            rc = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
         self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
                            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
         return rc
 
-    def _packet_write(self) -> mqtt.MQTTErrorCode:
+    def _packet_write(self) -> MQTTErrorCode:
         """PUBACKs queued one after the other leave in one ``send`` (an ack batch is hundreds of them)."""
         queue = self._out_packet
         if len(queue) > 1 and queue[0]["command"] == PUBACK and queue[1]["command"] == PUBACK \
                 and queue[0]["pos"] == 0:
-            parts = []
+            parts: list[bytes | bytearray] = []
             while queue and queue[0]["command"] == PUBACK and queue[0]["pos"] == 0 and len(parts) < 4096:
                 parts.append(queue.popleft()["packet"])
             joined = b"".join(parts)
             queue.appendleft({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(joined),
                               "packet": joined, "info": None})
-        return super()._packet_write()  # type: ignore[no-any-return]
+        return super()._packet_write()
 
     def _sock_close(self) -> None:
         self._rdata, self._rpos = b"", 0
         super()._sock_close()
 
-    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+    def _handle_publish(self) -> MQTTErrorCode:
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         packet = self._in_packet["packet"]
         length = len(packet)
         if qos == 2 or length < 2 or self._on_message_filtered._root._children:  # message_callback_add used
-            return super()._handle_publish()  # type: ignore[no-any-return]
+            return super()._handle_publish()
         end = 2 + (packet[0] << 8 | packet[1])
         if end == 2 or end + (2 if qos else 0) > length:
-            return super()._handle_publish()  # type: ignore[no-any-return]   # empty topic / malformed
+            return super()._handle_publish()   # empty topic / malformed
         topic = bytes(packet[2:end])
         mid = 0
         if qos:
@@ -151,17 +162,17 @@ class FastClient(mqtt.Client):
             end += 2
         if self._protocol == mqtt.MQTTv5:
             if end >= length or packet[end] != 0:
-                return super()._handle_publish()  # type: ignore[no-any-return]   # has properties
+                return super()._handle_publish()   # has properties
             end += 1
         message = Message(mid, topic, qos, bool(header & 0x08), bool(header & 0x01), bytes(packet[end:]))
         on_message = self.on_message
         if on_message is not None:
             try:
-                on_message(self, self._userdata, message)
+                on_message(self, self._userdata, message)  # type: ignore[arg-type]
             except Exception as err:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                 if not self.suppress_exceptions:
                     raise
         if qos == 1 and not self._manual_ack:
             return self._send_puback(message.mid)
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -221,7 +221,7 @@ async def child_daemon(args: argparse.Namespace) -> dict[str, Any]:
     serving = asyncio.create_task(daemon.serve())
     profiler = None
     if args.profile:
-        profiler = subprocess.Popen(["py-spy", "record", "-p", str(os.getpid()), "-r", "200", "-f", "raw",
+        profiler = subprocess.Popen(["py-spy",  # noqa: ASYNC220 "record", "-p", str(os.getpid()), "-r", "200", "-f", "raw",
                                      "-o", args.profile, "--nonblocking"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while daemon.writer.written < args.messages:
