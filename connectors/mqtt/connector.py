@@ -9,7 +9,9 @@ How paho is bridged into asyncio
     in ``on_message``, handed to the pipeline by :meth:`MqttConnector.run`, and acknowledged from the
     pipeline's ``on_durable`` callback, with no locks, no cross-thread wake-ups per message, and no GIL
     ping-pong between two busy threads.  Only the blocking TCP/TLS connect runs in a worker thread
-    (``asyncio.to_thread``), with paho's socket hooks unset while it does.
+    (``asyncio.to_thread``), with paho's socket hooks unset while it does.  The client is
+    :class:`connectors.mqtt.client.FastClient` (large socket reads, a short PUBLISH path): bytes it has read
+    ahead are invisible to the selector, so :meth:`_on_readable` goes on while ``pending_input()``.
 
 Acknowledgment (at-least-once, ack after durable)
     paho runs with ``manual_ack=True``.  A QoS 1 message gets its PUBACK (QoS 2: its PUBCOMP) only when the
