@@ -9,7 +9,9 @@ How paho is bridged into asyncio
     in ``on_message``, handed to the pipeline by :meth:`MqttConnector.run`, and acknowledged from the
     pipeline's ``on_durable`` callback, with no locks, no cross-thread wake-ups per message, and no GIL
     ping-pong between two busy threads.  Only the blocking TCP/TLS connect runs in a worker thread
-    (``asyncio.to_thread``), with paho's socket hooks unset while it does.
+    (``asyncio.to_thread``), with paho's socket hooks unset while it does.  The client is
+    :class:`connectors.mqtt.client.FastClient` (large socket reads, a short PUBLISH path): bytes it has read
+    ahead are invisible to the selector, so :meth:`_on_readable` goes on while ``pending_input()``.
 
 Acknowledgment (at-least-once, ack after durable)
     paho runs with ``manual_ack=True``.  A QoS 1 message gets its PUBACK (QoS 2: its PUBCOMP) only when the
@@ -62,6 +64,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
+from connectors.mqtt.client import FastClient
 from connectors.mqtt.config import SPARKPLUG_NAMESPACE, MqttConfig, filters_overlap
 from connectors.mqtt.deadletter import DeadLetterFile
 from connectors.mqtt.payloads import Malformed
@@ -143,7 +146,7 @@ class MqttConnector:
         self._config = config
         self._router = TopicRouter(config, frozenset(known_equipment) if known_equipment is not None else None,
                                    frozenset(known_units) if known_units is not None else None)
-        self._client_factory = client_factory or mqtt.Client
+        self._client_factory = client_factory or FastClient
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
@@ -254,11 +257,14 @@ class MqttConnector:
                 continue
             readings: list[Reading] = []
             slots: list[_Slot] = []
+            messages = 0
             while inbox and (not readings or len(readings) + len(inbox[0][0]) <= HAND_OFF_READINGS):
                 batch, slot = inbox.popleft()
                 readings.extend(batch)
+                messages += 1
                 if slot is not None:
                     slots.append(slot)
+            self._accepted_metric.inc(messages)  # per hand-off, not per message (a lock each)
             if self._paused and len(inbox) <= self._config.max_buffered // 2:
                 self._resume_reading()
             acks = self._acks
@@ -403,6 +409,7 @@ class MqttConnector:
         self._paused = False
         if self._fd is not None and self._loop is not None:
             self._loop.add_reader(self._fd, self._on_readable)
+            self._loop.call_soon(self._on_readable)  # bytes read ahead (FastClient, TLS) wake no selector
 
     def _on_readable(self) -> None:
         client = self._client
@@ -412,9 +419,11 @@ class MqttConnector:
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._delivered == delivered or self._paused:
                     break
             sock = client.socket()
-            if sock is not None and hasattr(sock, "pending") and sock.pending() and self._loop is not None \
-                    and not self._paused:
-                self._loop.call_soon(self._on_readable)  # TLS holds decrypted bytes the selector cannot see
+            if sock is not None and self._loop is not None and not self._paused and (
+                    (hasattr(sock, "pending") and sock.pending())
+                    or (hasattr(client, "pending_input") and client.pending_input())):
+                # TLS holds decrypted bytes the selector cannot see; FastClient holds bytes read ahead
+                self._loop.call_soon(self._on_readable)
         except Exception as exc:  # paho raises on some socket states; the link is unusable then
             self._link_lost(f"read failed: {type(exc).__name__}: {exc}")
 
@@ -538,7 +547,6 @@ class MqttConnector:
                 acks.complete((slot,))
             return
         self.accepted += 1
-        self._accepted_metric.inc()
         if not readings:  # a Sparkplug STATE, command or stale death: nothing to store
             if slot is not None:
                 acks.complete((slot,))

@@ -14,6 +14,8 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from connectors.mqtt.config import PayloadConfig
 from ingestor.contract import Reading
 
@@ -84,6 +86,14 @@ def to_timestamp_us(raw: Any, fmt: str = "auto") -> int:
     """Microseconds since the epoch from ISO 8601 text or an epoch number (auto: by magnitude)."""
     if isinstance(raw, bool) or raw is None or not isinstance(raw, int | float | str):
         raise Malformed("bad_timestamp", f"timestamp is {_kind(raw)}")
+    if fmt in ("auto", "iso8601") and isinstance(raw, str) and (":" in raw or "T" in raw):
+        # ISO 8601 text first: float() takes no text with ':' or 'T' (but 'INFINITY'/'NaN', which ISO refuses)
+        try:
+            moment = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+        else:
+            return _iso_micros(moment, raw)
     number: float | None = None
     if isinstance(raw, int | float):
         number = raw
@@ -108,11 +118,7 @@ def to_timestamp_us(raw: Any, fmt: str = "auto") -> int:
             micros = int(number * _EPOCH_SCALE[fmt] + (0.5 if number >= 0 else -0.5))
         else:
             assert isinstance(raw, str)
-            moment = datetime.fromisoformat(raw.strip())
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            delta = moment - _EPOCH
-            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            return _iso_micros(datetime.fromisoformat(raw.strip()), raw)
     except (ValueError, OverflowError, TypeError):
         raise Malformed("bad_timestamp", f"timestamp {_short(raw)} is not ISO 8601 or an epoch number") from None
     if not _MIN_US <= micros < _MAX_US:
@@ -121,6 +127,19 @@ def to_timestamp_us(raw: Any, fmt: str = "auto") -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_micros(moment: datetime, raw: str) -> int:
+    try:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        delta = moment - _EPOCH
+    except (ValueError, OverflowError, TypeError):
+        raise Malformed("bad_timestamp", f"timestamp {_short(raw)} is not ISO 8601 or an epoch number") from None
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not _MIN_US <= micros < _MAX_US:
+        raise Malformed("bad_timestamp", f"timestamp {_short(raw)} is outside 1970..2200")
+    return micros
 
 
 class PayloadParser:
@@ -145,7 +164,8 @@ class PayloadParser:
 
     def parse(self, body: bytes, equipment: str | None, parameter: str | None, unit: str | None,
               received_us: int) -> list[Reading]:
-        if self.format != "json":
+        # a JSON object or array is never a bare number: no float() exception for every JSON message
+        if self.format == "number" or (self.format == "auto" and body.lstrip()[:1] not in (b"{", b"[")):
             try:
                 value = float(body)
             except (ValueError, OverflowError):
@@ -158,14 +178,21 @@ class PayloadParser:
         if not body.strip():
             raise Malformed("empty", "the payload is empty")
         try:
-            document = json.loads(body)
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:  # or what orjson refuses and json takes (NaN, big integers, surrogates)
+            document = self._loads_exactly(body)
+        return self.parse_document(document, equipment, parameter, unit, received_us)
+
+    def _loads_exactly(self, body: bytes) -> Any:
+        """The standard library's reading of a body orjson refused: the same documents, the same reasons."""
+        try:
+            return json.loads(body)
         except UnicodeDecodeError:
             raise Malformed("bad_encoding", "the payload is not UTF-8 text") from None
         except (ValueError, RecursionError) as exc:
             if self.format == "auto" and body.lstrip()[:1] not in (b"{", b"[", b'"'):
                 raise Malformed("not_a_number", f"payload {_short(body)} is neither a number nor JSON") from None
             raise Malformed("bad_json", f"not JSON: {exc}"[:200]) from None
-        return self.parse_document(document, equipment, parameter, unit, received_us)
 
     def parse_document(self, document: Any, equipment: str | None, parameter: str | None, unit: str | None,
                        received_us: int) -> list[Reading]:
@@ -247,6 +274,8 @@ class PayloadParser:
 
 
 def _optional(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    if len(path) == 1:  # the common case, without raising KeyError for every absent field
+        return obj.get(path[0])
     try:
         return resolve(obj, path)
     except KeyError:

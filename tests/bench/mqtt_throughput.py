@@ -1,39 +1,43 @@
-"""Measure MQTT ingestion: messages per second from the broker to committed rows, against the broker's ceiling.
+"""MQTT intake at broker speed: the daemon's committed rows/s against a bare paho client on the same backlog.
 
-Not part of the test suite.  Run it by hand (needs TimescaleDB on 127.0.0.1:5433, or ``--dsn``)::
+Not part of the test suite.  Run it by hand (needs PostgreSQL on 127.0.0.1:5432, or ``--dsn``)::
 
-    .venv/bin/python tests/bench/mqtt_throughput.py                 # 100,000 messages, QoS 1, JSON
-    .venv/bin/python tests/bench/mqtt_throughput.py --messages 50000 --protocols 5 3.1.1 --live
+    .venv/bin/python tests/bench/mqtt_throughput.py                       # 100,000 messages, MQTT 5 and 3.1.1
+    .venv/bin/python tests/bench/mqtt_throughput.py --messages 50000 --protocols 5 --consumers daemon
 
-Every consumer is measured the same way, on a private Mosquitto (unlimited queue) with the same messages:
+The workload (issue 15): a private Mosquitto on a free port with an unlimited queue; for each consumer a
+persistent session with its subscription is made first, then N QoS 1 JSON messages (one reading each, an ISO
+8601 timestamp) are published while it is away, so the broker holds them all.  Then the consumer starts and
+we time until the last message is counted (bare paho) or the last row is committed (the daemon).
 
-* **backlog**: the consumer's persistent session exists, N messages are published while it is away (the
-  broker queues them), then the consumer connects and we time until it has them all: counted (baseline
-  subscribers) or committed to ``fact_sensor_event`` (the daemon).  This is the sustained rate the consumer
-  can drain, independent of how fast a Python publisher can publish.
-* **live** (``--live``): the simulator publishes as fast as it can while the consumer runs; the time is from
-  the first publish to the last message counted / row committed.  Here the publisher is often the limit.
+Each consumer runs in its own process (this script with ``--child``), so its CPU-seconds and peak RSS are
+its own.  The child prepares (schema, session), says ``ready``, the parent fills the session, says ``go``, the
+child times itself and answers with one JSON line.
+
+The pre-filler is a paho publisher that checks every ``publish()`` result and keeps at most ``WINDOW``
+messages unacknowledged (paho refuses more than 65,535 in flight); it runs before the timed part, so its
+speed does not matter.
 
 Consumers:
 
-1. ``paho counter``: plain paho-mqtt (``loop_start``, automatic acks) that only counts: the broker's ceiling
-   for a Python client.
-2. ``connector, counting sink``: our MqttConnector with a sink that counts and acknowledges at once (the
-   connector's own cost: parsing to readings, in-order manual acks).
-3. ``daemon to TimescaleDB``: the real Daemon (connector → queue → batches → binary COPY → commit → acks).
+* ``paho``: a bare paho subscriber (``loop_forever``, automatic acks) that only counts: the client ceiling.
+* ``daemon``: the real Daemon (connector → queue → spool → binary COPY → commit → acks after durable).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +50,112 @@ from paho.mqtt.properties import Properties
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from connectors.mqtt.config import MqttConfig  # noqa: E402
-from ingestor.config import load_config  # noqa: E402
-from ingestor.contract import Reading  # noqa: E402
-from ingestor.daemon.runtime import Daemon  # noqa: E402
-from ingestor.service.logs import LoggingConfig, configure_logging  # noqa: E402
-from tests.harness_mqtt import PrivateBroker  # noqa: E402
-from tests.helpers import build_connector  # noqa: E402
+from tests.bench.common import admin, dsn_for  # noqa: E402
 
 PREFIX = "bench/PLANT-1"
-BROKER_EXTRA = "max_queued_messages 0\nmax_queued_bytes 0\n"
+MACHINES = 10
+PARAMETERS = ("temperature", "pressure", "speed", "current")
+WINDOW = 1_000
+BROKER_EXTRA = "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
+
+
+# --- pre-filling the session ------------------------------------------------------------------------------------
+
+def prefill(port: int, messages: int) -> float:
+    """Publish ``messages`` QoS 1 messages and wait for every PUBACK; returns messages/s."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-fill-{uuid.uuid4().hex[:6]}",
+                         protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(WINDOW)
+    client.max_queued_messages_set(0)
+    window = threading.Semaphore(WINDOW)
+    acked = [0]
+    all_acked = threading.Event()
+
+    def on_publish(client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        acked[0] += 1
+        window.release()
+        if acked[0] >= messages:
+            all_acked.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    started = time.monotonic()
+    try:
+        for n in range(messages):
+            machine, parameter = n % MACHINES, PARAMETERS[(n // MACHINES) % len(PARAMETERS)]
+            payload = json.dumps({"value": round(20 + (n % 997) * 0.01, 2),
+                                  "timestamp": (start + timedelta(milliseconds=n)).isoformat()})
+            window.acquire()
+            info = client.publish(f"{PREFIX}/PRESS-{machine + 1:02d}/{parameter}", payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise RuntimeError(f"publish {n} refused: {mqtt.error_string(info.rc)}")
+        if not all_acked.wait(300):
+            raise RuntimeError(f"only {acked[0]} of {messages} publishes acknowledged")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return messages / (time.monotonic() - started)
+
+
+# --- the children (one consumer each) ----------------------------------------------------------------------------
+
+def usage() -> tuple[float, int]:
+    """CPU-seconds so far and peak RSS in kB of this process."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime, own.ru_maxrss
+
+
+def handshake() -> None:
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("no go")
+
+
+def child_paho(args: argparse.Namespace) -> dict[str, Any]:
+    count = [0]
+    done = threading.Event()
+    version = mqtt.MQTTv5 if args.protocol == "5" else mqtt.MQTTv311
+    kwargs: dict[str, Any] = {} if version == mqtt.MQTTv5 else {"clean_session": False}
+    client_id = f"bench-paho-{uuid.uuid4().hex[:6]}"
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        count[0] += 1
+        if count[0] >= args.messages:
+            done.set()
+
+    def session() -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kwargs)
+        client.on_message = on_message
+        if version == mqtt.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 3600
+            properties.ReceiveMaximum = args.receive_maximum
+            client.connect("127.0.0.1", args.port, clean_start=False, properties=properties)
+        else:
+            client.connect("127.0.0.1", args.port)
+        return client
+
+    first = session()
+    first.subscribe(PREFIX + "/+/+", 1)
+    first.loop_start()
+    time.sleep(0.3)  # the SUBACK; the session and subscription stay on the broker
+    first.disconnect()
+    first.loop_stop()
+    handshake()
+    cpu, _ = usage()
+    started = time.monotonic()
+    client = session()
+    client.loop_start()
+    if not done.wait(600):
+        raise RuntimeError(f"paho counted {count[0]} of {args.messages}")
+    elapsed = time.monotonic() - started
+    used, rss = usage()
+    client.disconnect()
+    client.loop_stop()
+    return {"elapsed": elapsed, "cpu": used - cpu, "rss_kb": rss, "count": count[0]}
+
 
 DAEMON_CONFIG = """
 instance_id: bench-mqtt
@@ -79,254 +179,170 @@ connectors:
     protocol: "{protocol}"
     client_id: {client_id}
     receive_maximum: {receive_maximum}
+{extra}
     subscriptions:
       - topic: {prefix}/{{equipment}}/{{parameter}}
-        qos: {qos}
+        qos: 1
 pipeline: {{batch_rows: {batch_rows}, batch_age: {batch_age}, queue_size: 200000, spool_dir: "{spool}"}}
 http: {{enabled: false}}
 logging: {{level: warning}}
 """
 
 
-def publish(port: int, messages: int, qos: int, machines: int = 10) -> float:
-    """Publish with the simulator in its own process, as fast as the broker takes it; returns msgs/s."""
+async def child_daemon(args: argparse.Namespace) -> dict[str, Any]:
+    from ingestor.config import load_config
+    from ingestor.daemon.runtime import Daemon
+    from ingestor.service.logs import LoggingConfig, configure_logging
+
+    configure_logging(LoggingConfig(level="warning"))
+    tmp = Path(args.tmp)
+    equipment = "\n".join(f"                - {{code: PRESS-{i:02d}, name: Press {i}}}"
+                          for i in range(1, MACHINES + 1))
+    extra = "".join(f"    {line}\n" for line in args.connector_extra) if args.connector_extra else ""
+    path = tmp / "daemon.yaml"
+    path.write_text(DAEMON_CONFIG.format(
+        dsn=args.dsn, equipment=equipment, port=args.port, protocol=args.protocol,
+        client_id=f"bench-daemon-{uuid.uuid4().hex[:6]}", receive_maximum=args.receive_maximum,
+        extra=extra.rstrip("\n"), prefix=PREFIX, batch_rows=args.batch_rows, batch_age=args.batch_age,
+        spool=tmp / "spool"))
+    config = load_config(path, environ={})
+    warmup = Daemon(config, url=args.dsn)  # the schema and the broker session, then stop
+    serving = asyncio.create_task(warmup.serve())
+    while not warmup.schema_ready.is_set() or warmup.supervisors[0].state != "connected":
+        await asyncio.sleep(0.05)
+        if serving.done():
+            serving.result()
+    warmup.stop()
+    await serving
+    await asyncio.to_thread(handshake)
+    cpu, _ = usage()
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "simulators.mqtt", "--port", str(port), "--rate", "0", "--count", str(messages),
-         "--qos", str(qos), "--prefix", PREFIX, "--machines", str(machines), "--timestamp", "epoch_us",
-         "--quiet"], cwd=REPO, capture_output=True, text=True, check=True)
+    daemon = Daemon(config, url=args.dsn)
+    serving = asyncio.create_task(daemon.serve())
+    profiler = None
+    if args.profile:
+        profiler = subprocess.Popen(["py-spy",  # noqa: ASYNC220 "record", "-p", str(os.getpid()), "-r", "200", "-f", "raw",
+                                     "-o", args.profile, "--nonblocking"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while daemon.writer.written < args.messages:
+        await asyncio.sleep(0.005)
+        if serving.done():
+            raise RuntimeError(f"daemon stopped: {serving.result()}")
     elapsed = time.monotonic() - started
-    if "acknowledged" not in result.stderr:
-        raise RuntimeError(result.stderr)
-    return messages / elapsed
+    used, rss = usage()
+    if profiler is not None:
+        profiler.send_signal(2)
+        await asyncio.to_thread(profiler.wait)
+    daemon.stop()
+    await serving
+    return {"elapsed": elapsed, "cpu": used - cpu, "rss_kb": rss, "count": daemon.writer.written}
 
 
-def start_publisher(port: int, messages: int, qos: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "simulators.mqtt", "--port", str(port), "--rate", "0", "--count", str(messages),
-         "--qos", str(qos), "--prefix", PREFIX, "--machines", "10", "--timestamp", "epoch_us", "--quiet"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def child(args: argparse.Namespace) -> int:
+    result = child_paho(args) if args.child == "paho" else asyncio.run(child_daemon(args))
+    print(json.dumps(result), flush=True)
+    return 0
 
 
-# --- consumer 1: plain paho, counting --------------------------------------------------------------------------
+# --- the parent --------------------------------------------------------------------------------------------------
 
-class PahoCounter:
-    def __init__(self, port: int, protocol: str, qos: int, client_id: str) -> None:
-        self.port, self.qos = port, qos
-        self.count = 0
-        self.done = threading.Event()
-        self.target = 0
-        version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {} if version == mqtt.MQTTv5 else {"clean_session": False}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kwargs)
-        self.client.on_message = self._on_message
-        self.version = version
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        self.count += 1
-        if self.count >= self.target:
-            self.done.set()
-
-    def connect(self) -> None:
-        if self.version == mqtt.MQTTv5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = 3600
-            properties.ReceiveMaximum = 10000
-            self.client.connect("127.0.0.1", self.port, clean_start=False, properties=properties)
-        else:
-            self.client.connect("127.0.0.1", self.port)
-        self.client.subscribe(PREFIX + "/+/+", self.qos)
-        self.client.loop_start()
-
-    def disconnect(self) -> None:
-        time.sleep(0.3)
-        self.client.disconnect()
-        self.client.loop_stop()
+def run_consumer(kind: str, port: int, protocol: str, args: argparse.Namespace, dsn: str, tmp: Path
+                 ) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", kind, "--port", str(port), "--protocol", protocol,
+               "--messages", str(args.messages), "--receive-maximum", str(args.receive_maximum),
+               "--batch-rows", str(args.batch_rows), "--batch-age", args.batch_age, "--dsn", dsn,
+               "--tmp", str(tmp)]
+    for line in args.connector_extra or []:
+        command += ["--connector-extra", line]
+    if args.profile and kind == "daemon":
+        command += ["--profile", f"{args.profile}-{protocol}.txt"]
+    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the {kind} consumer did not get ready (exit {process.wait()})")
+        fill = prefill(port, args.messages)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        if process.wait(600) != 0 or not line:
+            raise RuntimeError(f"the {kind} consumer failed (exit {process.returncode})")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    result: dict[str, Any] = json.loads(line)
+    result["fill"] = fill
+    return result
 
 
-def paho_counter(port: int, protocol: str, qos: int, messages: int, live: bool) -> float:
-    counter = PahoCounter(port, protocol, qos, f"bench-paho-{uuid.uuid4().hex[:6]}")
-    counter.connect()
-    counter.disconnect()                        # the session (and subscription) stays on the broker
-    counter.target = messages
-    if live:
-        counter.connect()
-        started = time.monotonic()
-        publisher = start_publisher(port, messages, qos)
-    else:
-        publish(port, messages, qos)
-        started = time.monotonic()
-        counter.connect()
-    if not counter.done.wait(600):
-        raise RuntimeError(f"paho counter got {counter.count} of {messages}")
-    elapsed = time.monotonic() - started
-    counter.disconnect()
-    if live:
-        publisher.wait()
-    return messages / elapsed
-
-
-# --- consumer 2: our connector, counting sink ---------------------------------------------------------------
-
-class CountingSink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def put(self, readings: Sequence[Reading], on_durable: Callable[[], None] | None = None) -> None:
-        self.count += len(readings)
-        if on_durable is not None:
-            on_durable()
-
-
-async def connector_counter(port: int, protocol: str, qos: int, messages: int, live: bool,
-                            receive_maximum: int) -> float:
-    config = MqttConfig.model_validate({
-        "type": "mqtt", "name": "bench", "port": port, "protocol": protocol, "receive_maximum": receive_maximum,
-        "client_id": f"bench-connector-{uuid.uuid4().hex[:6]}",
-        "subscriptions": [{"topic": PREFIX + "/{equipment}/{parameter}", "qos": qos}]})
-    first = build_connector(config)
-    await first.connect()
-    await first.close()
-    connector = build_connector(config)
-    sink = CountingSink()
-    publisher = None
-    if live:
-        await connector.connect()
-        started = time.monotonic()
-        publisher = start_publisher(port, messages, qos)
-    else:
-        await asyncio.to_thread(publish, port, messages, qos)
-        started = time.monotonic()
-        await connector.connect()
-    task = asyncio.create_task(connector.run(sink))
-    while sink.count < messages:
-        await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-    elapsed = time.monotonic() - started
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await connector.close()
-    if publisher is not None:
-        await asyncio.to_thread(publisher.wait)
-    return messages / elapsed
-
-
-# --- consumer 3: the daemon into TimescaleDB -------------------------------------------------------------------
-
-async def rows(dsn: str) -> int:
+async def committed(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         return int(await conn.fetchval("SELECT count(*) FROM fact_sensor_event"))
-    except asyncpg.UndefinedTableError:
-        return 0
     finally:
         await conn.close()
 
 
-async def daemon_to_database(port: int, protocol: str, qos: int, messages: int, live: bool, server_dsn: str,
-                             receive_maximum: int, batch_rows: int, batch_age: str, tmp: Path) -> float:
-    name = f"bench_mqtt_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = server_dsn.rsplit("/", 1)[0] + "/" + name
-    equipment = "\n".join(f"                - {{code: PRESS-{i:02d}, name: Press {i}}}" for i in range(1, 11))
-    path = tmp / f"{name}.yaml"
-    path.write_text(DAEMON_CONFIG.format(
-        dsn=dsn, equipment=equipment, port=port, protocol=protocol, client_id=f"bench-daemon-{name}",
-        receive_maximum=receive_maximum, prefix=PREFIX, qos=qos, batch_rows=batch_rows, batch_age=batch_age,
-        spool=tmp / f"{name}-spool"))
+def measure(args: argparse.Namespace) -> int:
+    from tests.harness_mqtt import PrivateBroker
+
+    broker = PrivateBroker(extra=BROKER_EXTRA)
+    broker.start()
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs); "
+          f"{args.messages:,} QoS 1 JSON messages pre-queued per consumer")
+    header = f"{'MQTT':6} {'consumer':10} {'msgs/s':>9} {'ratio':>6} {'CPU-s/100k':>10} {'peak RSS':>9}"
+    print(header)
     try:
-        config = load_config(path, environ={})
-        warmup = Daemon(config, url=dsn)      # creates the schema and the broker session, then stops
-        serving = asyncio.create_task(warmup.serve())
-        while not warmup.schema_ready.is_set() or warmup.supervisors[0].state != "connected":
-            await asyncio.sleep(0.05)
-        warmup.stop()
-        await serving
-        publisher = None
-        if live:
-            daemon = Daemon(config, url=dsn)
-            serving = asyncio.create_task(daemon.serve())
-            while daemon.supervisors[0].state != "connected":
-                await asyncio.sleep(0.01)
-            started = time.monotonic()
-            publisher = start_publisher(port, messages, qos)
-        else:
-            await asyncio.to_thread(publish, port, messages, qos)
-            started = time.monotonic()
-            daemon = Daemon(config, url=dsn)
-            serving = asyncio.create_task(daemon.serve())
-        while daemon.writer.written < messages:
-            await asyncio.sleep(0.02)
-            if serving.done():
-                raise RuntimeError(f"daemon stopped: {serving.result()}")
-        elapsed = time.monotonic() - started
-        daemon.stop()
-        await serving
-        if publisher is not None:
-            await asyncio.to_thread(publisher.wait)
-        committed = await rows(dsn)
-        if committed != messages:
-            print(f"    note: {committed} rows for {messages} messages", file=sys.stderr)
-        return messages / elapsed
+        for protocol in args.protocols:
+            ceiling = None
+            for kind in args.consumers:
+                tmp = Path(tempfile.mkdtemp(prefix=f"bench-mqtt-{kind}-", dir=broker.directory))
+                name = f"bench_mqtt_{uuid.uuid4().hex[:8]}"
+                dsn = dsn_for(args.dsn, name)
+                if kind == "daemon":
+                    asyncio.run(admin(args.dsn, f'CREATE DATABASE "{name}"'))
+                try:
+                    result = run_consumer(kind, broker.port, protocol, args, dsn, tmp)
+                    if kind == "daemon":
+                        rows = asyncio.run(committed(dsn))
+                        if rows != args.messages:
+                            print(f"  note: {rows} rows committed for {args.messages} messages")
+                finally:
+                    if kind == "daemon":
+                        asyncio.run(admin(args.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                rate = args.messages / result["elapsed"]
+                if kind == "paho":
+                    ceiling = rate
+                ratio = f"{rate / ceiling:6.2f}" if ceiling else "     -"
+                print(f"{protocol:6} {kind:10} {rate:9,.0f} {ratio} {result['cpu'] * 100_000 / args.messages:10.2f} "
+                      f"{result['rss_kb'] / 1024:7.0f} MB   (pre-fill {result['fill']:,.0f}/s)", flush=True)
     finally:
-        admin = await asyncpg.connect(server_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        broker.close()
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0
 
-
-# --- driver --------------------------------------------------------------------------------------------------
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
-    parser.add_argument("--protocols", nargs="+", default=["5"], choices=["5", "3.1.1"])
+    parser.add_argument("--protocols", nargs="+", default=["5", "3.1.1"], choices=["5", "3.1.1"])
+    parser.add_argument("--consumers", nargs="+", default=["paho", "daemon"], choices=["paho", "daemon"])
     parser.add_argument("--receive-maximum", type=int, default=10000)
     parser.add_argument("--batch-rows", type=int, default=5000)
     parser.add_argument("--batch-age", default="200ms")
-    parser.add_argument("--live", action="store_true", help="also measure with the publisher running concurrently")
-    parser.add_argument("--modes", nargs="+", choices=["backlog", "live"], help="instead of --live")
-    parser.add_argument("--broker-extra", default=BROKER_EXTRA,
-                        help="mosquitto settings (default: an unlimited queue; '' for mosquitto's defaults, "
-                             "where 3.1.1 clients get max_inflight_messages 20 and backlogs beyond 1000 drop)")
-    parser.add_argument("--dsn", default=os.environ.get("INGESTOR_TEST_TSDB_URL",
-                                                        "postgresql://postgres@127.0.0.1:5433/postgres"))
-    parser.add_argument("--consumers", nargs="+", default=["paho", "connector", "daemon"],
-                        choices=["paho", "connector", "daemon"])
+    parser.add_argument("--connector-extra", action="append",
+                        help="a YAML line added to the daemon's connector (e.g. 'workers: 2'); repeatable")
+    parser.add_argument("--profile", help="py-spy raw profile of the daemon to PREFIX-PROTOCOL.txt")
+    parser.add_argument("--dsn", default=os.environ.get("INGESTOR_TEST_PG_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--child", choices=["paho", "daemon"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--protocol", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configure_logging(LoggingConfig(level="warning"))
-    broker = PrivateBroker(extra=args.broker_extra.replace("\\n", "\n"))
-    broker.start()
-    tmp = broker.directory
-    results: list[tuple[str, str, str, float]] = []
-    try:
-        publish_rate = publish(broker.port, min(args.messages, 50_000), args.qos)
-        print(f"simulator alone (as fast as possible, QoS {args.qos}): {publish_rate:,.0f} messages/s")
-        modes = args.modes or (["backlog", "live"] if args.live else ["backlog"])
-        for protocol in args.protocols:
-            for mode in modes:
-                live = mode == "live"
-                for consumer in args.consumers:
-                    if consumer == "paho":
-                        rate = paho_counter(broker.port, protocol, args.qos, args.messages, live)
-                        label = "paho counter (broker ceiling)"
-                    elif consumer == "connector":
-                        rate = asyncio.run(connector_counter(broker.port, protocol, args.qos, args.messages, live,
-                                                             args.receive_maximum))
-                        label = "connector, counting sink"
-                    else:
-                        rate = asyncio.run(daemon_to_database(
-                            broker.port, protocol, args.qos, args.messages, live, args.dsn, args.receive_maximum,
-                            args.batch_rows, args.batch_age, tmp))
-                        label = "daemon to TimescaleDB (committed)"
-                    results.append((protocol, mode, label, rate))
-                    print(f"MQTT {protocol:5} {mode:7} {label:36} {rate:10,.0f} messages/s", flush=True)
-    finally:
-        broker.close()
-    return 0
+    return child(args) if args.child else measure(args)
 
 
 if __name__ == "__main__":
