@@ -165,7 +165,9 @@ async def test_data_before_birth_asks_for_a_rebirth() -> None:
             await async_wait(lambda: len(sink.readings) >= 2 * METRICS, 10, "the births' values")
             edge.publish_data({"PRESS-01": {"temperature": 41.0}})
             await async_wait(lambda: last(sink, "PRESS-01", "temperature") == 41.0, 10, "data after it")
-            assert connector.rejected["before_birth"] == 1
+            # The DDATA, and the start's DBIRTHs too when they reached the broker after the subscription (their
+            # NBIRTH did not): each is data before a birth, and all of them together ask for one rebirth.
+            assert 1 <= connector.rejected["before_birth"] <= 3, connector.rejected
             assert connector.sparkplug is not None and connector.sparkplug.rebirths == {"before_birth": 1}
     finally:
         edge.stop()
