@@ -511,7 +511,7 @@ def test_a_plan_names_what_changes_and_keeps_what_needs_a_restart() -> None:
     connectors.append({"type": "generate", "name": "c", "tags": [     # c new
         {"equipment": "G1", "parameter": "z", "signal": "sine"}]})
     plan = plan_reload(running, _config(connectors=connectors, instance_id="two",
-                                        database={"url": "postgresql://elsewhere/db", "apply_schema": False},
+                                        database={"url": "postgresql://127.0.0.1:6543/other", "apply_schema": False},
                                         pipeline={"spool_dir": "/tmp/other", "batch_rows": 10},
                                         logging={"level": "debug"}))
     assert (plan.restart, plan.start, plan.stop) == (["a"], ["c"], ["b"])
