@@ -137,5 +137,5 @@ else
 fi
 
 say "done. Next: edit $ETC/config.yaml and $ETC/env, then"
-say "  sudo -u ingestor $VENV/bin/ingestor check-config $ETC/config.yaml"
+say "  runuser -u ingestor -- $VENV/bin/ingestor check-config $ETC/config.yaml"
 say "  systemctl enable --now ingestor && journalctl -u ingestor -f"
