@@ -54,23 +54,10 @@ PGBIN=/usr/lib/postgresql/$PGVER/bin
 DATA=/var/lib/ingestor-tsdb/data          # path inside the root
 LOG=/var/lib/ingestor-tsdb/server.log     # path inside the root
 
-log() { printf 'timescaledb.sh: %s\n' "$*" >&2; }
-
-# The Debian mirror this machine already uses: first deb822 "URIs:" or one-line "deb" entry whose
-# path ends in /debian (not -security, not a third-party repository).
-apt_mirror() {
-    if [ -n "${INGESTOR_APT_MIRROR:-}" ]; then echo "$INGESTOR_APT_MIRROR"; return; fi
-    local f uri
-    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(grep -hE '^\s*(URIs:|deb\s)' "$f" 2>/dev/null \
-              | sed -E 's/^\s*URIs:\s*//; s/^\s*deb\s+(\[[^]]*\]\s+)?//' \
-              | tr ' ' '\n' | grep -E '^https?://[^ ]*/debian/?$' | head -n1 || true)
-        if [ -n "$uri" ]; then echo "${uri%/}"; return; fi
-    done
-    log "no Debian mirror found in /etc/apt; set INGESTOR_APT_MIRROR"
-    return 1
-}
+DEBIAN_ROOT_PROG=timescaledb.sh
+# shellcheck source=deploy/dev/debian-root.sh
+. "$(dirname "$0")/debian-root.sh"
+log() { debian_root_log "$@"; }
 
 in_root() { # run a command in the root as the postgres user
     chroot --userspec=postgres:postgres "$ROOT" env -i HOME=/var/lib/postgresql LANG=C.UTF-8 \
@@ -78,30 +65,7 @@ in_root() { # run a command in the root as the postgres user
 }
 
 provision_apache() {
-    local ROOT=$APACHE_ROOT
-    if [ -f "$ROOT/.ingestor-complete" ]; then return; fi
-    if [ "$(id -u)" != 0 ]; then log "provisioning needs root (debootstrap, chroot)"; exit 1; fi
-    if ! command -v debootstrap >/dev/null; then
-        log "installing debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
-    fi
-    local mirror tmp
-    mirror=$(apt_mirror)
-    tmp="$ROOT.partial"
-    # A partial root from an interrupted run: never delete a root with something mounted inside it.
-    if [ -d "$tmp" ]; then
-        if grep -q " $tmp" /proc/mounts; then log "$tmp has mounts inside; refusing to delete it"; exit 1; fi
-        rm -rf "$tmp"
-    fi
-    mkdir -p "$(dirname "$ROOT")"
-    log "bootstrapping $SUITE with postgresql-$PGVER-timescaledb into $ROOT (one time, a few minutes)"
-    debootstrap --variant=minbase --include="postgresql-$PGVER,postgresql-$PGVER-timescaledb" \
-        "$SUITE" "$tmp" "$mirror" >"$(dirname "$ROOT")/debootstrap.log" 2>&1 \
-        || { log "debootstrap failed; see $(dirname "$ROOT")/debootstrap.log"; tail -n 20 "$(dirname "$ROOT")/debootstrap.log" >&2; exit 1; }
-    rm -rf "$ROOT"
-    mv "$tmp" "$ROOT"
-    touch "$ROOT/.ingestor-complete"
+    bootstrap_root "$APACHE_ROOT" "$SUITE" "postgresql-$PGVER,postgresql-$PGVER-timescaledb" || exit 1
 }
 
 # The full edition: a copy of the Apache root (without its cluster), the Debian package replaced by the
@@ -220,7 +184,6 @@ case "${1:-start}" in
             PATH="$PGBIN:/usr/bin:/bin" TERM="${TERM:-dumb}" psql -h 127.0.0.1 -p "$PORT" -U postgres "$db" "$@" ;;
     destroy)
         stop
-        if grep -q " $ROOT" /proc/mounts; then log "$ROOT has mounts inside; refusing to delete it"; exit 1; fi
-        rm -rf "$ROOT" ;;
+        safe_rm_root "$ROOT" || exit 1 ;;
     *) echo "usage: $0 [--full] [--source FILE] start|stop|status|dsn [NAME]|createdb NAME|psql NAME [ARGS]|destroy" >&2; exit 2 ;;
 esac
