@@ -27,9 +27,10 @@ DEBIAN_ROOT_PROG=install-root.sh
 . "$(dirname "$0")/debian-root.sh"
 die() { debian_root_log "$*"; exit 1; }
 
-# systemd is there for `systemd-analyze verify` of the installed unit inside the root, not to run.
-PACKAGES=python3,python3-venv,ca-certificates,systemd
-NEEDED=(python3 systemd-analyze)
+# systemd is there for `systemd-analyze verify` of the installed unit inside the root, not to run; procps for
+# the unit's ExecReload (/bin/kill), which every Debian install has (priority important) and minbase leaves out.
+PACKAGES=python3,python3-venv,ca-certificates,systemd,procps
+NEEDED=(python3 systemd-analyze kill)
 base() {
     local tool
     if [ -f "$ROOT/.ingestor-complete" ]; then
