@@ -6,6 +6,8 @@
 #
 #   deploy/dev/demo.sh                              # three press lines over OPC UA, Modbus and MQTT (config/demo.yaml)
 #   deploy/dev/demo.sh config/opcua-simulator.yaml  # one of the per-protocol examples instead
+#   deploy/dev/demo.sh config/modbus-rtu.yaml       # Modbus RTU on a pseudo-terminal line and through a gateway
+#   deploy/dev/demo.sh config/mqtt-sparkplug.yaml   # a Sparkplug B edge node
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONFIG=${1:-config/demo.yaml}
@@ -52,6 +54,11 @@ mqtt_args=()
 "$PY" -m simulators.opcua >"$LOGS/opcua.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.modbus >"$LOGS/modbus.log" 2>&1 & pids+=($!)
 "$PY" -m simulators.mqtt "${mqtt_args[@]}" >"$LOGS/mqtt.log" 2>&1 & pids+=($!)
+if [ "$CONFIG" = config/modbus-rtu.yaml ]; then  # an RS-485 line on a pseudo-terminal and an RTU-over-TCP gateway
+    "$PY" -m simulators.modbus --transport rtu --serial-link /tmp/ingestor-modbus-rtu >"$LOGS/modbus-rtu.log" 2>&1 & pids+=($!)
+    "$PY" -m simulators.modbus --transport rtu-over-tcp --port 5021 >"$LOGS/modbus-gateway.log" 2>&1 & pids+=($!)
+    for _ in $(seq 100); do [ -e /tmp/ingestor-modbus-rtu ] && listening 5021 && break; sleep 0.2; done
+fi
 # The daemon starts once the OPC UA (4840) and Modbus (5020) simulators listen, so its first lines are not
 # connection errors.
 for port in 4840 5020; do

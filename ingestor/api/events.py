@@ -123,6 +123,11 @@ class Subscription:
             return False
         return True
 
+    @property
+    def backlog(self) -> int:
+        """Events queued for the client and not sent yet."""
+        return self._queue.qsize()
+
     def close(self, reason: SubscriptionClosed) -> None:
         """End the subscription: the next :meth:`next` raises ``reason``."""
         if self.closed is None:
@@ -266,6 +271,20 @@ class EventHub:
             if payload is None or conn.is_closed():
                 raise asyncpg.InterfaceError("the listening connection was closed")
             await self._received(conn, payload)
+            await self._pace()
+
+    async def _pace(self) -> None:
+        """Give the clients' senders their turn between two events.  A transaction of thousands of events
+        arrives as thousands of notifications at once, and a queue that holds them returns without yielding:
+        unpaced, the hub would overflow every client's queue before any of them sent a thing.  While a queue is
+        more than half full the hub waits for it, at most 10 ms an event, so a client that has stopped reading
+        holds the others up by at most that much per event until its queue overflows and it is dropped."""
+        await asyncio.sleep(0)
+        half = self.client_queue // 2
+        for _ in range(10):
+            if not any(subscription.backlog > half for subscription in self._subscribers):
+                return
+            await asyncio.sleep(0.001)
 
     async def _received(self, conn: asyncpg.Connection, payload: str) -> None:
         try:
