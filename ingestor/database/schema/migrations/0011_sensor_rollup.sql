@@ -90,6 +90,8 @@ AS $$
 DECLARE
     horizon  timestamptz := sensor_5min_horizon(now());
     touched  bigint;
+    b        timestamptz;
+    n        bigint;
 BEGIN
     PERFORM 1 FROM sensor_5min_rollup_state WHERE only_row FOR UPDATE;  -- one refresh at a time
     CREATE TEMP TABLE IF NOT EXISTS sensor_5min_keys (
@@ -104,15 +106,31 @@ BEGIN
         -- A bucket whose readings are all bad quality has no row.
         DELETE FROM sensor_5min_rollup r USING pg_temp.sensor_5min_keys k
          WHERE r.bucket = k.bucket AND r.equipment_id = k.equipment_id AND r.parameter = k.parameter;
-        INSERT INTO sensor_5min_rollup (bucket, equipment_id, parameter, sum_value, sample_count, min_value,
-                                        max_value)
-        SELECT k.bucket, k.equipment_id, k.parameter, sum(f.value), count(*), min(f.value), max(f.value)
-          FROM pg_temp.sensor_5min_keys k
-          JOIN fact_sensor_event f
-            ON f.equipment_id = k.equipment_id AND f.parameter = k.parameter
-           AND f.event_ts >= k.bucket AND f.event_ts < k.bucket + INTERVAL '5 minutes'
-         WHERE f.quality < 2
-         GROUP BY k.bucket, k.equipment_id, k.parameter;
+        -- Per dirty bucket: a bucket with many dirty series (the current ones) is read whole by its time range
+        -- (BRIN on event_ts, a chunk on TimescaleDB); a few series in a bucket (late readings) by the
+        -- (equipment_id, parameter, event_ts) index.
+        FOR b, n IN SELECT k.bucket, count(*) FROM pg_temp.sensor_5min_keys k GROUP BY k.bucket LOOP
+            IF n > 64 THEN
+                INSERT INTO sensor_5min_rollup (bucket, equipment_id, parameter, sum_value, sample_count,
+                                                min_value, max_value)
+                SELECT b, f.equipment_id, f.parameter, sum(f.value), count(*), min(f.value), max(f.value)
+                  FROM fact_sensor_event f
+                 WHERE f.event_ts >= b AND f.event_ts < b + INTERVAL '5 minutes' AND f.quality < 2
+                   AND (f.equipment_id, f.parameter) IN (SELECT k.equipment_id, k.parameter
+                                                           FROM pg_temp.sensor_5min_keys k WHERE k.bucket = b)
+                 GROUP BY f.equipment_id, f.parameter;
+            ELSE
+                INSERT INTO sensor_5min_rollup (bucket, equipment_id, parameter, sum_value, sample_count,
+                                                min_value, max_value)
+                SELECT b, k.equipment_id, k.parameter, sum(f.value), count(*), min(f.value), max(f.value)
+                  FROM pg_temp.sensor_5min_keys k
+                  JOIN fact_sensor_event f
+                    ON f.equipment_id = k.equipment_id AND f.parameter = k.parameter
+                   AND f.event_ts >= b AND f.event_ts < b + INTERVAL '5 minutes'
+                 WHERE k.bucket = b AND f.quality < 2
+                 GROUP BY k.equipment_id, k.parameter;
+            END IF;
+        END LOOP;
     END IF;
     DELETE FROM sensor_5min_rollup WHERE bucket < horizon;
     UPDATE sensor_5min_rollup_state SET refreshed_at = now() WHERE only_row;
