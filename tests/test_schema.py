@@ -39,7 +39,7 @@ TABLES = {
     "dim_shift", "dim_unit", "fact_production", "fact_downtime", "fact_maintenance", "fact_scrap",
     "fact_sensor_event", "fact_sensor_event_archive", "audit_log", "schema_version", "system_metrics",
 }
-MATERIALIZED_VIEWS = {"view_oee_daily", "view_reliability_summary", "sensor_5min_avg"}
+MATERIALIZED_VIEWS = {"view_oee_daily", "view_reliability_summary"}  # sensor_5min_avg is a view (0011)
 FUNCTIONS = {"audit_trigger_func", "set_updated_at", "archive_old_sensor_data", "check_data_quality",
              "oee_ratios", "oee_by_shift", "reliability",
              "downtime_copy_is_planned", "downtime_reason_propagate_is_planned"}
@@ -48,7 +48,7 @@ DOCUMENT_INDEXES = {
     "idx_production_time_brin", "idx_production_equipment_time", "idx_downtime_time_brin",
     "idx_downtime_equipment_time", "idx_sensor_time_brin", "idx_sensor_equipment_param_time",
     "idx_audit_before_data", "idx_audit_after_data", "idx_unplanned_downtime", "idx_oee_daily_pk",
-    "idx_reliability_summary_pk", "idx_sensor_5min_avg_key",
+    "idx_reliability_summary_pk",
 }
 DIMENSIONS = ("dim_site", "dim_area", "dim_work_center", "dim_equipment", "dim_product",
               "dim_downtime_reason", "dim_shift", "dim_unit")
@@ -153,9 +153,8 @@ def expected_tier(db: Database) -> Tier:
 
 
 def materialized_views(db: Database) -> set[str]:
-    """On full TimescaleDB sensor_5min_avg is a continuous aggregate (a view in pg_class), not one of these."""
-    if db.tier is Tier.TIMESCALEDB_FULL:
-        return MATERIALIZED_VIEWS - {"sensor_5min_avg"}
+    """sensor_5min_avg is a plain view everywhere: over the continuous aggregate on full TimescaleDB, over the
+    incrementally maintained sensor_5min_rollup elsewhere (migration 0011)."""
     return MATERIALIZED_VIEWS
 
 
@@ -177,9 +176,9 @@ async def test_apply_creates_every_object(conn: asyncpg.Connection, database: Da
     views = materialized_views(database)
     assert {v for v in MATERIALIZED_VIEWS if relations.get(v) == "m"} == views
     indexes = DOCUMENT_INDEXES
-    if database.tier is Tier.TIMESCALEDB_FULL:
-        assert relations["sensor_5min_avg"] == "v"  # the continuous aggregate's user view
-        indexes = DOCUMENT_INDEXES - {"idx_sensor_5min_avg_key"}  # TimescaleDB indexes its own table
+    assert relations["sensor_5min_avg"] == "v"  # the continuous aggregate's user view, or over the rollup
+    if database.tier is not Tier.TIMESCALEDB_FULL:
+        assert relations["sensor_5min_rollup"] == relations["sensor_5min_dirty"] == "r"
     assert indexes <= {name for name, kind in relations.items() if kind == "i"}
     functions = {r["proname"] for r in await conn.fetch(
         "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace")}
@@ -590,8 +589,9 @@ async def test_archive_moves_old_sensor_events(conn: asyncpg.Connection) -> None
 async def test_every_view_refreshes_concurrently_and_after_with_no_data(conn: asyncpg.Connection,
                                                                          database: Database) -> None:
     views = await views_to_refresh(conn)
-    # sensor_5min_avg is a materialized view except on full TimescaleDB (a continuous aggregate with a policy)
-    assert views == [v for v in REFRESHABLE_VIEWS if v in materialized_views(database)]
+    # sensor_5min_avg is refreshed by the daemon except on full TimescaleDB (a continuous aggregate with a policy)
+    incremental = set() if database.tier is Tier.TIMESCALEDB_FULL else {"sensor_5min_avg"}
+    assert views == [v for v in REFRESHABLE_VIEWS if v in materialized_views(database) | incremental]
     if database.tier is Tier.TIMESCALEDB_FULL:
         with pytest.raises(SchemaError, match="continuous aggregate"):
             await refresh_view(conn, "sensor_5min_avg")
