@@ -138,9 +138,12 @@ def child_paho(args: argparse.Namespace) -> dict[str, Any]:
         return client
 
     first = session()
+    subscribed = threading.Event()
+    first.on_subscribe = lambda *_: subscribed.set()
     first.subscribe(PREFIX + "/+/+", 1)
     first.loop_start()
-    time.sleep(0.3)  # the SUBACK; the session and subscription stay on the broker
+    if not subscribed.wait(10):  # the SUBACK; the session and subscription stay on the broker
+        sys.exit("mqtt_throughput: no SUBACK from the broker within 10 s")
     first.disconnect()
     first.loop_stop()
     handshake()
