@@ -225,8 +225,8 @@ WHERE f.scrap_id IS NULL
       (prod.production_id, s.product_id, s.equipment_id, s.scrap_code, s.scrap_qty, s.scrap_cost, s.comments,
        s.recorded_at)"""
 
-_SCRAP_REFERENCES = f"""
-WITH production AS (
+# The rows the staged scrap points at, locked against deletion while it is written (both reference checks).
+_LOCKED_REFERENCES = f"""WITH production AS (
     SELECT p.production_id FROM fact_production p
     WHERE p.production_id IN (SELECT production_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
 ), product AS (
@@ -235,7 +235,10 @@ WITH production AS (
 ), equipment AS (
     SELECT e.equipment_id FROM dim_equipment e
     WHERE e.equipment_id IN (SELECT equipment_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
-), wanted AS (
+)"""
+
+_SCRAP_REFERENCES = f"""
+{_LOCKED_REFERENCES}, wanted AS (
     SELECT count(DISTINCT production_id) AS production, count(DISTINCT product_id) AS product,
            count(DISTINCT equipment_id) AS equipment
     FROM {SCRAP_CHANGES}
@@ -665,16 +668,7 @@ TRUNCATE {CHUNK_TABLE};"""
 
 
 _CHUNK_REFERENCES = f"""
-WITH production AS (
-    SELECT p.production_id FROM fact_production p
-    WHERE p.production_id IN (SELECT production_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
-), product AS (
-    SELECT d.product_id FROM dim_product d
-    WHERE d.product_id IN (SELECT product_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
-), equipment AS (
-    SELECT e.equipment_id FROM dim_equipment e
-    WHERE e.equipment_id IN (SELECT equipment_id FROM {SCRAP_CHANGES}) FOR KEY SHARE
-)
+{_LOCKED_REFERENCES}
 SELECT count(DISTINCT c.production_id) = (SELECT count(*) FROM production)
    AND count(DISTINCT c.product_id) = (SELECT count(*) FROM product)
    AND count(DISTINCT c.equipment_id) = (SELECT count(*) FROM equipment)
